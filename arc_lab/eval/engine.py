@@ -1,0 +1,232 @@
+"""Prefix-shared log-likelihood scoring: each question's context runs once, its choices run on its KV cache.
+
+lm-eval's HFLM runs one full forward pass over ``context + choice`` per choice (only single-token choices of
+one doc share a pass), computes ``log_softmax`` over every position and the whole vocabulary, then keeps the
+continuation rows. For 25-shot ARC that is ~4 passes over ~1,000 context tokens per question. Here:
+
+1. **Context pass.** The contexts of up to ``batch_size`` questions run right-padded in one batch, with no
+   attention mask (as lm-eval: causal attention makes right-padding invisible to real tokens). The LM head is
+   applied only at each context's last position (``logits_to_keep``), which predicts the first choice token.
+2. **Choice pass.** The batch's KV cache is gathered per (question, choice) row; each row feeds
+   ``choice[:-1]`` with ``position_ids`` continuing from its own context length and a 2-D attention mask that
+   hides the context padding (the cache is padded to the batch's longest context) and the choice padding.
+   Single-token choices need no choice pass at all.
+3. **Full-sequence fallback.** A choice whose ``context + choice`` exceeds ``max_length + 1`` tokens is left-
+   truncated by lm-eval (``(ctx + cont)[-(max_length + 1):][:-1]``), which changes the context it sees, so it
+   is scored exactly that way, batched like lm-eval (right-padded with 0, no mask). Models with a sliding
+   window shorter than the shared sequence also take this path.
+
+Precision: ``log_softmax`` runs in the logits' dtype and the per-token values are summed in it, as lm-eval
+does with its default ``softmax_dtype=None``. In fp32 (CPU tests) results agree with lm-eval to ~1e-6. In
+bf16/fp16 the different kernel shapes (cached attention, smaller batches) change last bits of the logits, so
+sums can differ by a few fp16/bf16 ulps and near-tied choices can flip; parity there is statistical, not
+bitwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+PAD_ID = 0  # lm-eval pads with token id 0; padded positions never influence real ones
+KV_BUDGET_BYTES = 512 * 2**20  # max size of one gathered per-choice KV cache in the choice pass
+
+
+@dataclass
+class Question:
+    """One question's token ids: a context and one continuation per choice (from ``encode_pair``)."""
+
+    context: list[int]
+    continuations: list[list[int]]
+
+
+@dataclass
+class Scored:
+    """Per-choice results of one question, in choice order.
+
+    Attributes:
+        loglikelihoods: summed log-probability of each continuation given the context.
+        num_tokens: continuation length in tokens.
+        truncated: whether lm-eval's left truncation applied (scored on the full-sequence path).
+    """
+
+    loglikelihoods: list[float] = field(default_factory=list)
+    num_tokens: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+
+
+def resolve_max_length(model, tokenizer=None, default: int = 2048) -> int:
+    """lm-eval's ``resolve_max_length``: ``text_config`` or config ``n_positions`` /
+    ``max_position_embeddings`` / ``n_ctx``, else the tokenizer's ``model_max_length``, else 2048."""
+    cfg = getattr(model.config, "text_config", None) or model.config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value)
+    mml = getattr(tokenizer, "model_max_length", None)
+    if mml is not None and mml != int(1e30):  # transformers' VERY_LARGE_INTEGER means "unset"
+        return int(mml)
+    return default
+
+
+def score_questions(model, questions: list[Question], *, max_length: int, batch_size: int = 8,
+                    progress: bool = True, kv_budget_bytes: int = KV_BUDGET_BYTES) -> list[Scored]:
+    """Summed continuation log-likelihoods of every choice of every question.
+
+    Args:
+        model: a causal LM (``transformers`` 5.x, supports ``logits_to_keep`` and ``DynamicCache``).
+        questions: token ids per question; contexts must be non-empty.
+        max_length: lm-eval's ``max_length`` (the truncation window).
+        batch_size: questions per context pass (full-sequence fallback: sequences per pass). Results do not
+            depend on it beyond floating-point rounding.
+        progress: show a tqdm bar (items/s).
+        kv_budget_bytes: cap on the gathered KV cache per choice-pass chunk.
+
+    Returns:
+        One :class:`Scored` per question, in input order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"eval.batch_size={batch_size}: must be >= 1")
+    out = [Scored([0.0] * len(q.continuations), [len(c) for c in q.continuations],
+                  [False] * len(q.continuations)) for q in questions]
+    window = getattr(model.config, "sliding_window", None)
+    shared, full = _split_requests(questions, max_length, window)
+    for qi, j in full:
+        out[qi].truncated[j] = len(questions[qi].context) + len(questions[qi].continuations[j]) > max_length + 1
+    bar = tqdm(total=len(questions), desc="eval: scoring", unit="item", disable=not progress, smoothing=0.1)
+    with torch.inference_mode():
+        order = sorted(shared, key=lambda qi: (-len(questions[qi].context), qi))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            _score_shared(model, questions, chunk, shared, out, window, kv_budget_bytes)
+            bar.update(sum(1 for qi in chunk if len(shared[qi]) == len(questions[qi].continuations)))
+        _score_full(model, questions, full, out, max_length, batch_size)
+        bar.update(len({qi for qi, _ in full}))
+    bar.close()
+    return out
+
+
+def _split_requests(questions: list[Question], max_length: int, window: int | None):
+    """Which choices may share their question's context pass (``{qi: [j, ...]}``) and which need a full pass
+    (``[(qi, j), ...]``)."""
+    shared: dict[int, list[int]] = {}
+    full: list[tuple[int, int]] = []
+    for qi, q in enumerate(questions):
+        if not q.context:
+            raise ValueError(f"question {qi}: empty context (lm-eval would use a prefix token; not supported)")
+        for j, cont in enumerate(q.continuations):
+            if not cont:
+                raise ValueError(f"question {qi} choice {j}: empty continuation")
+            if len(cont) > max_length:
+                raise ValueError(f"question {qi} choice {j}: continuation of {len(cont)} tokens exceeds "
+                                 f"max_length={max_length} (lm-eval asserts on this too)")
+            total = len(q.context) + len(cont)
+            fits = total <= max_length + 1 and (window is None or total - 1 <= window)
+            if fits:
+                shared.setdefault(qi, []).append(j)
+            else:
+                full.append((qi, j))
+    return shared, full
+
+
+def _score_shared(model, questions, chunk, shared, out, window, kv_budget_bytes) -> None:
+    """Context pass for the questions in ``chunk``, then their shareable choices on the gathered cache."""
+    ctx_lens = [len(questions[qi].context) for qi in chunk]
+    longest_cont = max(len(questions[qi].continuations[j]) for qi in chunk for j in shared[qi])
+    if window is not None and max(ctx_lens) + longest_cont - 1 > window and len(chunk) > 1:
+        for qi in chunk:  # padding to the batch's longest context would push keys out of the window
+            _score_shared(model, questions, [qi], shared, out, window, kv_budget_bytes)
+        return
+    device = model.device
+    ids = _right_pad([questions[qi].context for qi in chunk], device)  # (B, P)
+    last = torch.tensor(ctx_lens, device=device).sub(1).unsqueeze(1)  # (B, 1)
+    res = model(input_ids=ids, use_cache=True, logits_to_keep=last)
+    first_lp = F.log_softmax(res.logits[:, 0, :], dim=-1)  # (B, V), in the logits' dtype like lm-eval
+    cache = res.cache
+    rows = [(b, qi, j) for b, qi in enumerate(chunk) for j in shared[qi]]
+    tail = {}  # (qi, j) -> (m-1,) log-probs of continuation tokens 1..m-1
+    multi = [r for r in rows if len(questions[r[1]].continuations[r[2]]) > 1]
+    if multi:
+        per_row = _kv_bytes_per_token(cache) * ids.shape[1]
+        step = max(1, kv_budget_bytes // max(1, per_row))
+        for s in range(0, len(multi), step):
+            tail.update(_choice_pass(model, questions, multi[s:s + step], cache, ctx_lens, ids.shape[1]))
+    for b, qi, j in rows:
+        cont = questions[qi].continuations[j]
+        first = first_lp[b, cont[0]].reshape(1)
+        vals = torch.cat([first, tail[(qi, j)]]) if len(cont) > 1 else first
+        out[qi].loglikelihoods[j] = float(vals.sum())
+
+
+def _choice_pass(model, questions, rows, cache, ctx_lens, pad_len):
+    """Score ``choice[1:]`` of each row on its question's cached context.
+
+    Shapes: R rows, P = ``pad_len`` cached positions, C = longest ``choice[:-1]``. The gathered cache is
+    (R, kv_heads, P, head_dim) per layer; ``attention_mask`` is (R, P + C); ``position_ids`` (R, C).
+    """
+    device = model.device
+    feeds = [questions[qi].continuations[j][:-1] for _, qi, j in rows]
+    ids = _right_pad(feeds, device)  # (R, C)
+    c = ids.shape[1]
+    mask = torch.zeros(len(rows), pad_len + c, dtype=torch.long, device=device)
+    for r, ((b, _, _), feed) in enumerate(zip(rows, feeds, strict=True)):
+        mask[r, :ctx_lens[b]] = 1
+        mask[r, pad_len:pad_len + len(feed)] = 1
+    starts = torch.tensor([ctx_lens[b] for b, _, _ in rows], device=device).unsqueeze(1)
+    pos = starts + torch.arange(c, device=device).unsqueeze(0)  # (R, C)
+    index = torch.tensor([b for b, _, _ in rows], device=device)
+    from transformers import DynamicCache
+
+    rows_cache = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, index), layer.values.index_select(0, index))
+                                              for layer in cache.layers])
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=rows_cache,
+                   use_cache=True).logits  # (R, C, V)
+    lp = F.log_softmax(logits, dim=-1)
+    result = {}
+    for r, (_, qi, j) in enumerate(rows):
+        target = torch.tensor(questions[qi].continuations[j][1:], device=device)
+        result[(qi, j)] = lp[r, :len(target)].gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return result
+
+
+def _score_full(model, questions, full, out, max_length, batch_size) -> None:
+    """lm-eval's own computation for the given (question, choice) pairs: ``(ctx + cont)[-(L+1):][:-1]``,
+    longest first, right-padded with 0, no attention mask."""
+    device = model.device
+    reqs = []
+    for qi, j in full:
+        cont = questions[qi].continuations[j]
+        reqs.append((qi, j, (questions[qi].context + cont)[-(max_length + 1):][:-1], cont))
+    reqs.sort(key=lambda r: (-len(r[2]), r[0], r[1]))
+    for s in range(0, len(reqs), batch_size):
+        chunk = reqs[s:s + batch_size]
+        ids = _right_pad([r[2] for r in chunk], device)  # (B, T)
+        m = max(len(r[3]) for r in chunk)
+        # positions inplen-m .. inplen-1 per row (clamped at 0 for rows with shorter continuations)
+        keep = torch.stack([torch.arange(len(r[2]) - m, len(r[2]), device=device).clamp(min=0) for r in chunk])
+        lp = F.log_softmax(model(input_ids=ids, logits_to_keep=keep).logits, dim=-1)  # (B, m, V)
+        for b, (qi, j, _, cont) in enumerate(chunk):
+            target = torch.tensor(cont, device=device)
+            vals = lp[b, m - len(cont):].gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            out[qi].loglikelihoods[j] = float(vals.sum())
+
+
+def _right_pad(seqs: list[list[int]], device) -> torch.Tensor:
+    """(N, max_len) long tensor, right-padded with :data:`PAD_ID`."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), PAD_ID, dtype=torch.long, device=device)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids
+
+
+def _kv_bytes_per_token(cache) -> int:
+    """Bytes one cached position takes for one batch row, over all layers (keys + values)."""
+    total = 0
+    for layer in cache.layers:
+        k, v = layer.keys, layer.values  # (B, kv_heads, P, head_dim)
+        total += k.shape[1] * k.shape[3] * k.element_size() + v.shape[1] * v.shape[3] * v.element_size()
+    return total

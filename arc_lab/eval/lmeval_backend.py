@@ -1,0 +1,133 @@
+"""The ``lm_eval`` backend: run lm-evaluation-harness 0.4.x itself on our data and our in-memory model.
+
+The task YAML ``include``s the installed harness YAML (``tasks/arc/arc_easy.yaml``, ``openbookqa.yaml``,
+``sciq.yaml``) and only swaps the dataset for local Hub-schema jsonl files written from our MCItems, so prompts,
+few-shot draws and scoring are lm-eval's own. Runs fully offline (``HF_DATASETS_OFFLINE=1``,
+``HF_HUB_OFFLINE=1``). Results come back in our samples/metrics format, computed from lm-eval's per-sample
+``filtered_resps`` with the same pure metric functions as our backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from arc_lab.data.records import MCItem
+from arc_lab.eval.ours import encode_question, sample_record
+from arc_lab.eval.tasks import EVAL_SPLIT, FEWSHOT_SPLIT, check_task
+
+#: The harness YAML each prompt style includes (relative to the installed ``lm_eval/tasks``).
+HARNESS_YAML = {"arc": "arc/arc_easy.yaml", "obqa": "openbookqa/openbookqa.yaml", "sciq": "sciq/sciq.yaml"}
+HFLM_BATCH_SIZE = 8
+LABELS = "ABCDEFGHIJ"
+
+
+def hub_row(task: str, item: MCItem) -> dict:
+    """``item`` in the Hub schema the task's harness YAML reads (ARC / OpenBookQA / SciQ)."""
+    style = check_task(task)
+    if style == "sciq":
+        if len(item.choices) != 4 or item.gold != 3:
+            raise ValueError(f"sciq item {item.id!r}: expected 4 choices with gold 3 (lm-eval's SciQ order), got "
+                             f"{len(item.choices)} choices, gold {item.gold}")
+        d1, d2, d3, correct = item.choices
+        return {"question": item.question, "distractor1": d1, "distractor2": d2, "distractor3": d3,
+                "correct_answer": correct, "support": item.support}
+    labels = list(item.labels) if item.labels else list(LABELS[:len(item.choices)])
+    if len(labels) != len(item.choices):
+        raise ValueError(f"{task} item {item.id!r}: {len(labels)} labels for {len(item.choices)} choices")
+    row = {"id": item.id, "choices": {"text": list(item.choices), "label": labels}, "answerKey": labels[item.gold]}
+    row["question_stem" if style == "obqa" else "question"] = item.question
+    return row
+
+
+def write_task(task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem], task_dir: Path) -> str:
+    """Write ``<task_dir>/<task>/{train,test}.jsonl`` and a task YAML; returns the harness task name."""
+    import lm_eval
+
+    style = check_task(task)
+    name = f"arclab_{task}"
+    folder = task_dir / task
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, items in ((FEWSHOT_SPLIT, fewshot_pool), (EVAL_SPLIT, eval_items)):
+        files[split] = str(folder / f"{split}.jsonl")
+        with open(files[split], "w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(hub_row(task, item), ensure_ascii=False) + "\n")
+    base = Path(lm_eval.__file__).parent / "tasks" / HARNESS_YAML[style]
+    # JSON is valid YAML: no quoting pitfalls with paths.
+    lines = [f"include: {json.dumps(str(base))}", f"task: {name}", "tag: []", "dataset_path: json",
+             "dataset_name: null", "validation_split: null",
+             "dataset_kwargs: " + json.dumps({"data_files": files, "cache_dir": str(task_dir / "hf_cache")})]
+    (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    return name
+
+
+def _set_offline() -> None:
+    """Force the Hub/datasets offline flags (also if ``datasets`` was imported before they were set)."""
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import datasets
+
+    datasets.config.HF_HUB_OFFLINE = True
+
+
+def run_lm_eval(model, tokenizer, task_items: dict[str, tuple[Sequence[MCItem], Sequence[MCItem]]], *,
+                num_fewshot: dict[str, int], limit: int | float | None = None, max_length: int | None = None,
+                batch_size: int = HFLM_BATCH_SIZE) -> dict[str, list[dict]]:
+    """Evaluate tasks with lm-eval's ``HFLM`` + ``simple_evaluate`` and return our sample records.
+
+    Args:
+        model, tokenizer: the in-memory model and tokenizer (HFLM uses them as given; device = model.device).
+        task_items: ``{task: (eval_items, fewshot_pool)}``: the whole test split and the train split.
+        num_fewshot: ``{task: n}``; tasks with the same n run in one ``simple_evaluate`` call (lm-eval pools
+            their requests, as a multi-task CLI run would).
+        limit: lm-eval's ``limit``.
+        max_length: HFLM ``max_length``; None lets HFLM derive it from the model config.
+        batch_size: HFLM batch size (8, the reference setting).
+
+    Returns:
+        ``{task: [sample record, ...]}`` in doc order, with lm-eval's own log-likelihoods.
+    """
+    _set_offline()
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    out: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="arclab_lmeval_") as tmp:
+        names = {t: write_task(t, ev, pool, Path(tmp)) for t, (ev, pool) in task_items.items()}
+        tm = TaskManager(include_path=tmp)
+        for n in sorted(set(num_fewshot[t] for t in task_items)):
+            tasks = [t for t in task_items if num_fewshot[t] == n]
+            res = lm_eval.simple_evaluate(model=lm, tasks=[names[t] for t in tasks], num_fewshot=n, limit=limit,
+                                          task_manager=tm, log_samples=True)
+            for t in tasks:
+                out[t] = _to_records(t, res["samples"][names[t]], task_items[t][0], tokenizer)
+    return out
+
+
+def _to_records(task: str, logged: list[dict], eval_items: Sequence[MCItem], tokenizer) -> list[dict]:
+    """Our sample records from lm-eval's logged samples (log-likelihoods from ``filtered_resps``)."""
+    records = []
+    for s in sorted(logged, key=lambda s: s["doc_id"]):
+        item = eval_items[s["doc_id"]]
+        args = [tuple(a) for a in s["arguments"]]
+        context = args[0][0]
+        expected = [" " + c for c in item.choices]
+        if [a[1] for a in args] != expected or int(s["target"]) != item.gold:
+            raise RuntimeError(f"{task} doc {s['doc_id']}: lm-eval's requests {args!r:.200} / target "
+                               f"{s['target']} do not match item {item.id!r}")
+        lls = [float(r[0]) for r in s["filtered_resps"]]
+        tokens = [len(c) for c in encode_question(tokenizer, context, item).continuations]
+        rec = sample_record(s["doc_id"], item, context, lls, tokens)
+        for key in ("acc", "acc_norm"):  # our pure metric function must agree with lm-eval's own
+            if float(s[key]) != rec[key]:
+                raise RuntimeError(f"{task} doc {s['doc_id']}: lm-eval {key}={s[key]} but ours {rec[key]} "
+                                   f"from the same log-likelihoods {lls}")
+        records.append(rec)
+    return records

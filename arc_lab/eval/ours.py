@@ -1,0 +1,70 @@
+"""Our evaluator: MCItems -> harness contexts -> prefix-shared scoring -> per-item sample records."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from arc_lab.data.records import MCItem
+from arc_lab.eval.engine import Question, resolve_max_length, score_questions
+from arc_lab.eval.metrics import score_item
+from arc_lab.eval.tasks import apply_limit, build_contexts, continuations
+from arc_lab.scoring import encode_pair
+
+
+def context_hash(context: str) -> str:
+    """sha256 of the exact context string (lets two backends' samples be matched prompt by prompt)."""
+    return hashlib.sha256(context.encode("utf-8")).hexdigest()
+
+
+def encode_question(tokenizer, context: str, item: MCItem) -> Question:
+    """Token ids of one question through :func:`arc_lab.scoring.encode_pair` (lm-eval's split)."""
+    pairs = [encode_pair(tokenizer, context, cont) for cont in continuations(item)]
+    ctx = pairs[0][0]
+    if any(p[0] != ctx for p in pairs):  # cannot happen with one context string; guards encode_pair changes
+        raise RuntimeError(f"item {item.id!r}: context encodes differently across choices")
+    return Question(ctx, [p[1] for p in pairs])
+
+
+def sample_record(doc_id: int, item: MCItem, context: str, loglikelihoods: Sequence[float],
+                  choice_tokens: Sequence[int]) -> dict:
+    """One ``samples/<task>.jsonl`` line (both backends build it with this function)."""
+    rec = {"doc_id": doc_id, "id": item.id, "target": item.gold, "loglikelihoods": [float(x) for x in loglikelihoods],
+           "choice_chars": [len(c) for c in item.choices],
+           "choice_bytes": [len(c.encode("utf-8")) for c in item.choices],
+           "choice_tokens": list(choice_tokens)}
+    rec.update(score_item(rec["loglikelihoods"], item.choices, item.gold))
+    rec["context_hash"] = context_hash(context)
+    return rec
+
+
+def evaluate_items(model, tokenizer, task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem], *,
+                   num_fewshot: int, limit: int | float | None = None, batch_size: int = 8,
+                   max_length: int | None = None, progress: bool = True) -> list[dict]:
+    """Score one task with our engine.
+
+    Args:
+        model, tokenizer: a causal LM and its tokenizer (the tokenizer's default BOS is used, as lm-eval).
+        task: task name (prompt style).
+        eval_items: the whole eval (test) split in dataset order; ``limit`` selects the first docs.
+        fewshot_pool: the train split in dataset order.
+        num_fewshot: few-shot examples per prompt.
+        limit: first N docs, or a fraction < 1 (``ceil``); None = all.
+        batch_size: questions per context pass.
+        max_length: truncation window; None = as lm-eval derives it from the model config.
+        progress: tqdm bar.
+
+    Returns:
+        One sample record per scored doc (see :func:`sample_record`), plus ``truncated`` (per choice).
+    """
+    docs = list(eval_items)[:apply_limit(len(eval_items), limit)]
+    contexts = build_contexts(task, docs, fewshot_pool, num_fewshot)
+    questions = [encode_question(tokenizer, ctx, item) for ctx, item in zip(contexts, docs, strict=True)]
+    max_len = max_length if max_length is not None else resolve_max_length(model, tokenizer)
+    scored = score_questions(model, questions, max_length=max_len, batch_size=batch_size, progress=progress)
+    records = []
+    for doc_id, (item, ctx, res) in enumerate(zip(docs, contexts, scored, strict=True)):
+        rec = sample_record(doc_id, item, ctx, res.loglikelihoods, res.num_tokens)
+        rec["truncated"] = res.truncated
+        records.append(rec)
+    return records

@@ -1,0 +1,156 @@
+"""Task layer and backend dispatch: ``run_eval(backend, ...)`` / ``evaluate(...)`` -> metrics (+ files).
+
+Backends: ``ours`` (prefix-shared engine), ``lm_eval`` (lm-evaluation-harness itself), ``both`` (both, then
+a comparison: largest per-item log-likelihood difference and any acc / acc_norm disagreement).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from arc_lab.eval.outputs import dataset_fingerprint, task_metrics, write_outputs
+from arc_lab.eval.tasks import EVAL_SPLIT, FEWSHOT_SPLIT, check_task
+
+log = logging.getLogger(__name__)
+BACKENDS = ("ours", "lm_eval", "both")
+
+
+def _fewshot_map(tasks: Sequence[str], num_fewshot: int | dict[str, int]) -> dict[str, int]:
+    if isinstance(num_fewshot, dict):
+        missing = [t for t in tasks if t not in num_fewshot]
+        if missing:
+            raise ValueError(f"eval.num_fewshot has no entry for tasks {missing}")
+        return {t: int(num_fewshot[t]) for t in tasks}
+    return {t: int(num_fewshot) for t in tasks}
+
+
+def load_task_items(task: str, data_dir):
+    """(eval split, few-shot pool) of a task via :func:`arc_lab.data.loaders.load_mc`."""
+    from arc_lab.data.loaders import load_mc
+
+    return load_mc(task, EVAL_SPLIT, data_dir), load_mc(task, FEWSHOT_SPLIT, data_dir)
+
+
+def compare_samples(ours: dict[str, list[dict]], ref: dict[str, list[dict]]) -> dict:
+    """Per-task parity report between two sample sets (same tasks, same docs).
+
+    Returns:
+        ``{task: {max_abs_ll_diff, n_items, n_choices, acc_disagree, acc_norm_disagree, context_mismatch}}``.
+    """
+    report = {}
+    for task, recs in ours.items():
+        other = {r["doc_id"]: r for r in ref[task]}
+        if set(other) != {r["doc_id"] for r in recs}:
+            raise ValueError(f"{task}: the two backends scored different docs")
+        diff, n_choices, dis = 0.0, 0, {"acc": [], "acc_norm": [], "context": []}
+        for r in recs:
+            o = other[r["doc_id"]]
+            diff = max(diff, *(abs(a - b) for a, b in zip(r["loglikelihoods"], o["loglikelihoods"], strict=True)))
+            n_choices += len(r["loglikelihoods"])
+            for key in ("acc", "acc_norm"):
+                if r[key] != o[key]:
+                    dis[key].append(r["doc_id"])
+            if r["context_hash"] != o["context_hash"]:
+                dis["context"].append(r["doc_id"])
+        report[task] = {"max_abs_ll_diff": diff, "n_items": len(recs), "n_choices": n_choices,
+                        "acc_disagree": dis["acc"], "acc_norm_disagree": dis["acc_norm"],
+                        "context_mismatch": dis["context"]}
+    return report
+
+
+def run_eval(backend: str, model, tokenizer, *, tasks: Sequence[str], num_fewshot: int | dict[str, int],
+             limit: int | float | None = None, data_dir: str | Path | None = None, batch_size: int = 8,
+             max_length: int | None = None, out_dir: str | Path | None = None, progress: bool = True,
+             task_items: dict | None = None) -> dict:
+    """Evaluate ``model`` on ``tasks`` with one backend; write files when ``out_dir`` is given.
+
+    Args:
+        backend: ``ours`` | ``lm_eval`` | ``both``.
+        model, tokenizer: in-memory causal LM and tokenizer.
+        tasks: task names (``arc_challenge``, ``arc_easy``, ``openbookqa``, ``sciq``, ``builtin``).
+        num_fewshot: one n for all tasks, or ``{task: n}``.
+        limit: first N test docs per task, or a fraction < 1; None = all.
+        data_dir: data folder for :func:`arc_lab.data.loaders.load_mc` (None: its default).
+        batch_size: our engine's questions per context pass (lm-eval always runs at its reference 8).
+        max_length: truncation window for both backends; None = as lm-eval derives it.
+        out_dir: where ``metrics.json`` and ``samples/`` go (``both``: ours at the top, lm-eval's under
+            ``lm_eval/``, the comparison in ``metrics.json["parity"]``).
+        progress: tqdm bars.
+        task_items: ``{task: (eval_items, fewshot_pool)}`` to bypass the loader (tests, benchmarks).
+
+    Returns:
+        The ``metrics.json`` dict: ``{task: {acc, acc_stderr, acc_norm, acc_norm_stderr, acc_bytes, n,
+        num_fewshot, dataset_fingerprint}, "model_fingerprint": ..., "backend": ...}`` (+ ``parity`` for both).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"eval.backend={backend!r}: expected one of {BACKENDS}")
+    if not tasks:
+        raise ValueError("eval.tasks is empty")
+    for t in tasks:
+        check_task(t)
+    shots = _fewshot_map(tasks, num_fewshot)
+    items = task_items if task_items is not None else {t: load_task_items(t, data_dir) for t in tasks}
+    fps = {t: (dataset_fingerprint(t, items[t][0], data_dir) if task_items is None else _items_fp(items[t][0]))
+           for t in tasks}
+    from arc_lab.models import model_fingerprint
+
+    model_fp = model_fingerprint(model)
+    samples = {}
+    if backend in ("ours", "both"):
+        samples["ours"] = _run_ours(model, tokenizer, tasks, items, shots, limit, batch_size, max_length, progress)
+    if backend in ("lm_eval", "both"):
+        from arc_lab.eval.lmeval_backend import run_lm_eval
+
+        samples["lm_eval"] = run_lm_eval(model, tokenizer, {t: items[t] for t in tasks}, num_fewshot=shots,
+                                         limit=limit, max_length=max_length)
+    metrics = {}
+    for name, per_task in samples.items():
+        metrics[name] = {t: task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]) for t in tasks}
+        metrics[name].update(model_fingerprint=model_fp, backend=name)
+    main = "ours" if "ours" in samples else "lm_eval"
+    result = metrics[main]
+    if backend == "both":
+        result["parity"] = compare_samples(samples["ours"], samples["lm_eval"])
+        result["lm_eval"] = metrics["lm_eval"]
+        _log_parity(result["parity"])
+    if out_dir is not None:
+        write_outputs(out_dir, result, samples[main])
+        if backend == "both":
+            write_outputs(Path(out_dir) / "lm_eval", metrics["lm_eval"], samples["lm_eval"])
+    return result
+
+
+def evaluate(model, tokenizer, tasks: Sequence[str], num_fewshot: int | dict[str, int],
+             limit: int | float | None = None, data_dir: str | Path | None = None, batch_size: int = 8,
+             out_dir: str | Path | None = None, max_length: int | None = None, backend: str = "ours",
+             progress: bool = True) -> dict:
+    """The orchestrator's entry point: :func:`run_eval` with the ``eval`` config's flat knobs."""
+    return run_eval(backend, model, tokenizer, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
+                    data_dir=data_dir, batch_size=batch_size, max_length=max_length, out_dir=out_dir,
+                    progress=progress)
+
+
+def _items_fp(items) -> str:
+    from arc_lab.eval.outputs import items_fingerprint
+
+    return items_fingerprint(items)
+
+
+def _run_ours(model, tokenizer, tasks, items, shots, limit, batch_size, max_length, progress):
+    from arc_lab.eval.ours import evaluate_items
+
+    was_training = model.training
+    model.eval()
+    try:
+        return {t: evaluate_items(model, tokenizer, t, items[t][0], items[t][1], num_fewshot=shots[t], limit=limit,
+                                  batch_size=batch_size, max_length=max_length, progress=progress) for t in tasks}
+    finally:
+        model.train(was_training)
+
+
+def _log_parity(parity: dict) -> None:
+    for task, p in parity.items():
+        log.info("parity %s: max |ll diff| %.3g over %d choices; acc disagree %s; acc_norm disagree %s", task,
+                 p["max_abs_ll_diff"], p["n_choices"], p["acc_disagree"], p["acc_norm_disagree"])

@@ -1,0 +1,111 @@
+"""Task definitions at lm-eval 0.4.x parity: prompt text, few-shot draws, ``--limit``.
+
+Every rule here mirrors a line of lm-eval (see ``../shared/docs/lmeval-parity.md`` §1-2):
+
+* ``doc_to_text`` per task: ARC / builtin ``"Question: {q}\\nAnswer:"``; OpenBookQA the raw question stem;
+  SciQ ``support.lstrip() + "\\nQuestion: {q}\\nAnswer:"``.
+* The target delimiter is ``" "``, the few-shot delimiter ``"\\n\\n"``; a few-shot block is
+  ``doc_to_text(fs) + " " + gold_text(fs) + "\\n\\n"``; the eval part has no trailing space.
+* Few-shot examples come from the train split, drawn by ONE ``random.Random(1234)`` per task, advanced doc
+  by doc in eval-doc order (``rnd.sample(pool, n)``, in sampled order).
+* The eval split is ``test``; ``limit`` takes the first N docs, a float below 1 ``ceil(frac * len)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+from arc_lab.data.records import MCItem
+
+#: Tasks the evaluator knows, with the harness prompt style each one uses.
+TASK_STYLES = {
+    "arc_challenge": "arc",
+    "arc_easy": "arc",
+    "builtin": "arc",
+    "openbookqa": "obqa",
+    "sciq": "sciq",
+}
+#: lm-eval's ``DEFAULT_OTHER_SEED``: the few-shot sampler seed set by ``simple_evaluate``.
+FEWSHOT_SEED = 1234
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+EVAL_SPLIT = "test"
+FEWSHOT_SPLIT = "train"
+
+
+def check_task(task: str) -> str:
+    """Return the prompt style of ``task`` or raise naming the known tasks."""
+    if task not in TASK_STYLES:
+        raise ValueError(f"eval task {task!r} is unknown: expected one of {sorted(TASK_STYLES)}")
+    return TASK_STYLES[task]
+
+
+def doc_to_text(task: str, item: MCItem) -> str:
+    """The question part of a prompt, exactly as the task's lm-eval YAML renders it."""
+    style = check_task(task)
+    if style == "arc":
+        return f"Question: {item.question}\nAnswer:"
+    if style == "obqa":
+        return item.question
+    return f"{item.support.lstrip()}\nQuestion: {item.question}\nAnswer:"
+
+
+def gold_text(item: MCItem) -> str:
+    """The text of the gold choice (used in few-shot blocks)."""
+    return item.choices[item.gold]
+
+
+def apply_limit(n_docs: int, limit: int | float | None) -> int:
+    """Number of eval docs lm-eval scores for ``--limit`` (first N; a float < 1 is ``ceil(frac * n)``)."""
+    if limit is None:
+        return n_docs
+    if isinstance(limit, float) and limit < 1.0:
+        if limit <= 0:
+            raise ValueError(f"eval.limit={limit}: a fractional limit must be in (0, 1)")
+        return int(math.ceil(limit * n_docs))
+    if limit < 0:
+        raise ValueError(f"eval.limit={limit}: must be >= 0 or None")
+    return min(int(limit), n_docs)
+
+
+def build_contexts(task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem],
+                   num_fewshot: int, seed: int = FEWSHOT_SEED) -> list[str]:
+    """Context strings for ``eval_items`` in order, with lm-eval's few-shot draws.
+
+    Args:
+        task: task name (selects ``doc_to_text``).
+        eval_items: the eval docs actually scored (already limited), in eval-split order. The generator is
+            advanced once per doc, so passing the first N docs gives the same prompts as lm-eval's limit N.
+        fewshot_pool: the train split in dataset order (the sampler's pool).
+        num_fewshot: examples per prompt; 0 draws nothing.
+        seed: the few-shot seed (lm-eval default 1234).
+
+    Returns:
+        One context string per eval item; the continuation of choice j is ``" " + choices[j]``.
+    """
+    if num_fewshot < 0:
+        raise ValueError(f"eval.num_fewshot={num_fewshot}: must be >= 0")
+    if num_fewshot and len(fewshot_pool) < num_fewshot:
+        raise ValueError(f"task {task}: {num_fewshot}-shot needs at least {num_fewshot} train examples, "
+                         f"the few-shot pool has {len(fewshot_pool)}")
+    rnd = random.Random(seed)
+    pool = list(fewshot_pool)
+    blocks = {}  # id(item) -> rendered block; the same train example recurs across prompts
+    contexts = []
+    for item in eval_items:
+        shots = rnd.sample(pool, num_fewshot) if num_fewshot else []
+        parts = []
+        for fs in shots:
+            key = id(fs)
+            if key not in blocks:
+                blocks[key] = doc_to_text(task, fs) + TARGET_DELIMITER + gold_text(fs) + FEWSHOT_DELIMITER
+            parts.append(blocks[key])
+        contexts.append("".join(parts) + doc_to_text(task, item))
+    return contexts
+
+
+def continuations(item: MCItem) -> list[str]:
+    """The scored continuation of each choice, in choice order: ``" " + text``."""
+    return [TARGET_DELIMITER + c for c in item.choices]
