@@ -1,0 +1,451 @@
+"""Loaders for the science multiple-choice sets (ARC-C/E, OpenBookQA, SciQ, builtin) and CAMEL-AI prose.
+
+Every loader returns :class:`~arc_lab.data.records.MCItem` records, whatever the source:
+
+* a local directory laid out like ``../shared/data``: ``<data_dir>/<dataset>/<split>.jsonl``, where the
+  validation file may be named ``dev.jsonl``, ``valid.jsonl`` or ``validation.jsonl``;
+* the Hugging Face Hub (``datasets.load_dataset``), only when asked for with ``hub=True``.
+
+Both row schemas are accepted in either place:
+
+* release (ARC-V1-Feb2018, OpenBookQA-V1-Sep2018): ``id``, ``question{stem, choices[{text, label}]}``,
+  ``answerKey``;
+* Hub: ARC ``id``, ``question`` (str), ``choices{text: [...], label: [...]}``, ``answerKey``; OpenBookQA the
+  same with ``question_stem``;
+* SciQ (release and Hub alike): ``question``, ``distractor1..3``, ``correct_answer``, ``support``.
+
+A malformed row fails loudly with the file, the 1-based line number and the field, e.g.
+``arc_challenge/train.jsonl line 17: field 'answerKey' = 'F' is not one of the labels ['A', 'B', 'C', 'D']``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from arc_lab.data.records import SPLITS, MCItem
+
+log = logging.getLogger(__name__)
+
+#: Datasets :func:`load_mc` knows, with their Hub (path, config name).
+HUB_DATASETS: dict[str, tuple[str, str | None]] = {
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge"),
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy"),
+    "openbookqa": ("allenai/openbookqa", "main"),
+    "sciq": ("allenai/sciq", None),
+}
+DATASETS = (*HUB_DATASETS, "builtin")
+
+#: Accepted split names -> canonical name.
+SPLIT_ALIASES = {
+    "train": "train",
+    "dev": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+}
+#: File stems a canonical split may be stored under.
+SPLIT_FILES = {"train": ("train",), "validation": ("validation", "dev", "valid"), "test": ("test",)}
+
+CAMEL_SUBJECTS = ("biology", "chemistry", "physics")
+DATA_DIR_ENV = "ARC_LAB_DATA_DIR"
+_LOCAL_HINT = (
+    f"set ${DATA_DIR_ENV} or data.data_dir to a folder laid out like ../shared/data "
+    f"(<data_dir>/<dataset>/<split>.jsonl)"
+)
+_WHERE_HINT = f"{_LOCAL_HINT}, or enable the Hub with data.hub=true"
+
+
+class DataError(ValueError):
+    """A data row or file is malformed; the message names the file, line and field."""
+
+
+class DataSourceError(RuntimeError):
+    """The data could not be found or fetched; the message says where it looked and what to set."""
+
+
+# ------------------------------------------------------------------------------------------- names
+def canonical_split(split: str) -> str:
+    """Map a split name or alias (``dev``/``valid``/``validation``) to ``train``/``validation``/``test``.
+
+    Raises:
+        ValueError: for an unknown name, listing the accepted ones.
+    """
+    if split not in SPLIT_ALIASES:
+        raise ValueError(f"unknown split {split!r}: expected one of {sorted(SPLIT_ALIASES)}")
+    return SPLIT_ALIASES[split]
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: expected one of {list(DATASETS)}")
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
+    """The explicit ``data_dir``, else ``$ARC_LAB_DATA_DIR``, else None."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir)
+    env = os.environ.get(DATA_DIR_ENV, "")
+    return Path(env) if env else None
+
+
+def split_file(data_dir: str | Path, dataset: str, split: str) -> Path:
+    """The one ``<data_dir>/<dataset>/<alias>.jsonl`` file holding ``split``.
+
+    Raises:
+        DataSourceError: if no file (or more than one alias) exists for the split.
+    """
+    split = canonical_split(split)
+    folder = Path(data_dir) / dataset
+    found = [folder / f"{stem}.jsonl" for stem in SPLIT_FILES[split] if (folder / f"{stem}.jsonl").is_file()]
+    if len(found) > 1:
+        raise DataSourceError(
+            f"{dataset}/{split}: several files hold this split ({[p.name for p in found]}); keep one"
+        )
+    if not found:
+        tried = [f"{stem}.jsonl" for stem in SPLIT_FILES[split]]
+        raise DataSourceError(f"{dataset}/{split}: no file {' or '.join(tried)} in {folder}; {_WHERE_HINT}")
+    return found[0]
+
+
+# ----------------------------------------------------------------------------------------- reading
+def read_jsonl(path: str | Path, where: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.
+
+    Splits only on ``"\\n"``: ``str.splitlines`` would also split on U+2028, which occurs in SciQ text.
+
+    Args:
+        path: the file.
+        where: how errors name the file (default: the path).
+
+    Raises:
+        DataError: on invalid JSON or a line that is not an object, naming file and line.
+    """
+    where = where or str(path)
+    text = Path(path).read_text(encoding="utf-8")
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where} line {n}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where} line {n}: expected a JSON object, got {type(obj).__name__}")
+        yield n, obj
+
+
+def _field(row: dict[str, Any], name: str, where: str, kind: type = str, label: str | None = None) -> Any:
+    """``row[name]``, checked to exist and be of ``kind`` (strings must be non-empty)."""
+    label = label or name
+    if name not in row:
+        raise DataError(f"{where}: field {label!r} is missing (keys: {sorted(row)})")
+    value = row[name]
+    if not isinstance(value, kind) or (kind is str and not value.strip()):
+        raise DataError(f"{where}: field {label!r} = {value!r} is not a non-empty {kind.__name__}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------- parsing
+def _choices_release(question: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+    """Texts and labels from the release layout ``question.choices[{text, label}]``."""
+    choices = _field(question, "choices", where, list, "question.choices")
+    texts, labels = [], []
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise DataError(f"{where}: field 'question.choices[{i}]' = {choice!r} is not an object")
+        texts.append(_field(choice, "text", where, str, f"question.choices[{i}].text"))
+        labels.append(_field(choice, "label", where, str, f"question.choices[{i}].label"))
+    return texts, labels
+
+
+def _choices_hub(row: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+    """Texts and labels from the Hub layout ``choices{text: [...], label: [...]}``."""
+    choices = _field(row, "choices", where, dict)
+    texts = _field(choices, "text", where, list, "choices.text")
+    labels = _field(choices, "label", where, list, "choices.label")
+    if len(texts) != len(labels):
+        raise DataError(f"{where}: field 'choices' has {len(texts)} texts but {len(labels)} labels")
+    for name, values in (("text", texts), ("label", labels)):
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not v.strip():
+                raise DataError(f"{where}: field 'choices.{name}[{i}]' = {v!r} is not a non-empty str")
+    return texts, labels
+
+
+def _question_and_choices(row: dict[str, Any], where: str) -> tuple[str, list[str], list[str]]:
+    """Dispatch on the row schema: release (``question`` is an object) or Hub (ARC / OpenBookQA)."""
+    question = row.get("question")
+    if isinstance(question, dict):
+        stem = _field(question, "stem", where, str, "question.stem")
+        return stem, *_choices_release(question, where)
+    if "question_stem" in row:
+        return _field(row, "question_stem", where), *_choices_hub(row, where)
+    if isinstance(question, str):
+        return _field(row, "question", where), *_choices_hub(row, where)
+    raise DataError(
+        f"{where}: field 'question' = {question!r} is neither an object (release schema) nor a "
+        f"string (Hub schema), and there is no 'question_stem' (keys: {sorted(row)})"
+    )
+
+
+def parse_choice_row(row: dict[str, Any], *, source: str, split: str, where: str) -> MCItem:
+    """One ARC / OpenBookQA row (release or Hub schema) as an :class:`MCItem`.
+
+    Gold is ``labels.index(answerKey.strip())`` (OpenBookQA answer keys may carry whitespace).
+
+    Raises:
+        DataError: naming ``where`` and the offending field.
+    """
+    item_id = _field(row, "id", where)
+    stem, texts, labels = _question_and_choices(row, where)
+    if len(texts) < 2:
+        raise DataError(f"{where}: field 'choices' has {len(texts)} choice(s); at least 2 are needed")
+    if len(set(labels)) != len(labels):
+        raise DataError(f"{where}: field 'choices.label' = {labels} has repeated labels")
+    key = _field(row, "answerKey", where)
+    if key.strip() not in labels:
+        raise DataError(f"{where}: field 'answerKey' = {key!r} is not one of the labels {labels}")
+    return MCItem(
+        id=item_id,
+        question=stem,
+        choices=tuple(texts),
+        gold=labels.index(key.strip()),
+        source=source,
+        split=split,
+        labels=tuple(labels),
+    )
+
+
+def parse_sciq_row(row: dict[str, Any], *, split: str, index: int, where: str) -> MCItem:
+    """One SciQ row as an :class:`MCItem`: choices ``[distractor1, distractor2, distractor3, correct]``.
+
+    The order is lm-eval's, so gold is always 3. SciQ has no ids: the id is ``sciq-<split>-<index>``
+    (0-based row index in the split). ``support`` may be empty but must be present.
+
+    Raises:
+        DataError: naming ``where`` and the offending field.
+    """
+    question = _field(row, "question", where)
+    choices = tuple(
+        _field(row, name, where) for name in ("distractor1", "distractor2", "distractor3", "correct_answer")
+    )
+    if "support" not in row:
+        raise DataError(f"{where}: field 'support' is missing (keys: {sorted(row)})")
+    support = row["support"]
+    if support is None:  # the Hub's parquet may hold null for an empty paragraph
+        support = ""
+    if not isinstance(support, str):
+        raise DataError(f"{where}: field 'support' = {support!r} is not a str")
+    return MCItem(
+        id=f"sciq-{split}-{index}",
+        question=question,
+        choices=choices,
+        gold=3,
+        source="sciq",
+        split=split,
+        support=support,
+    )
+
+
+def parse_rows(rows: Iterable[tuple[str, dict[str, Any]]], dataset: str, split: str) -> list[MCItem]:
+    """Parse ``(where, row)`` pairs of one dataset split, in order."""
+    items = []
+    for index, (where, row) in enumerate(rows):
+        if dataset == "sciq":
+            items.append(parse_sciq_row(row, split=split, index=index, where=where))
+        else:
+            items.append(parse_choice_row(row, source=dataset, split=split, where=where))
+    return items
+
+
+# ------------------------------------------------------------------------------------------ public
+def load_mc(dataset: str, split: str, data_dir: str | Path | None = None, hub: bool = False) -> list[MCItem]:
+    """Load one split of a multiple-choice dataset as :class:`MCItem` records, in file order.
+
+    Args:
+        dataset: ``arc_challenge``, ``arc_easy``, ``openbookqa``, ``sciq`` or ``builtin``.
+        split: ``train``, ``validation`` (aliases ``dev``, ``valid``) or ``test``.
+        data_dir: a folder laid out like ``../shared/data``; default ``$ARC_LAB_DATA_DIR``.
+        hub: read the Hugging Face Hub when no local folder is configured.
+
+    Raises:
+        ValueError: unknown dataset or split.
+        DataSourceError: no data folder and no Hub, a missing file, or a failed Hub download.
+        DataError: a malformed row (file, line and field are named).
+    """
+    _check_dataset(dataset)
+    split = canonical_split(split)
+    if dataset == "builtin":
+        from arc_lab.data.builtin import builtin_items
+
+        return builtin_items(split)
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        path = split_file(root, dataset, split)
+        where = f"{dataset}/{path.name}"
+        return parse_rows(((f"{where} line {n}", row) for n, row in read_jsonl(path, where)), dataset, split)
+    if hub:
+        return _load_hub(dataset, split)
+    raise DataSourceError(f"{dataset}/{split}: no data folder is configured; {_WHERE_HINT}")
+
+
+def _load_hub(dataset: str, split: str) -> list[MCItem]:
+    """Read a split from the Hub; any failure becomes a :class:`DataSourceError` naming the dataset."""
+    path, name = HUB_DATASETS[dataset]
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(path, name, split=split)
+    except Exception as e:  # network, offline mode, missing repo: all mean "not available here"
+        raise DataSourceError(
+            f"{dataset}/{split}: could not read {path}"
+            f"{'/' + name if name else ''} from the Hub ({type(e).__name__}: {e}); "
+            f"if offline, {_LOCAL_HINT}"
+        ) from e
+    label = f"hub {path}{'/' + name if name else ''} {split}"
+    return parse_rows(((f"{label} row {i}", dict(row)) for i, row in enumerate(rows)), dataset, split)
+
+
+def records_fingerprint(items: Iterable[MCItem]) -> str:
+    """Short sha256 over the records' canonical JSON (for data that has no file: builtin, Hub)."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(
+            json.dumps(
+                [
+                    item.id,
+                    item.question,
+                    list(item.choices),
+                    item.gold,
+                    item.source,
+                    item.split,
+                    list(item.labels),
+                    item.support,
+                ],
+                ensure_ascii=False,
+            ).encode("utf-8")
+        )
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(
+    dataset: str, split: str, data_dir: str | Path | None = None, hub: bool = False
+) -> str:
+    """Short sha256 identifying the data a split was read from (for run provenance and caches).
+
+    Local files: the sha256 of the file's bytes. Builtin (and the Hub): the sha256 of the records.
+
+    Raises:
+        Same as :func:`load_mc`.
+    """
+    _check_dataset(dataset)
+    split = canonical_split(split)
+    root = resolve_data_dir(data_dir)
+    if dataset == "builtin" or root is None:
+        return records_fingerprint(load_mc(dataset, split, data_dir, hub=hub))
+    return hashlib.sha256(split_file(root, dataset, split).read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- CAMEL
+def load_camel(subject: str, data_dir: str | Path | None = None, hub: bool = False) -> list[str]:
+    """Answer texts (``message_2``) of the CAMEL-AI ``biology``/``chemistry``/``physics`` sets.
+
+    Local layout: ``<data_dir>/camel_<subject>/*.json`` (one object per file) and/or ``*.jsonl`` (one object a
+    line), read in file-name order. The Hub repos ``camel-ai/<subject>`` hold one zip of JSON files.
+
+    Raises:
+        ValueError: unknown subject.
+        DataSourceError: no folder / no files / Hub failure.
+        DataError: a record without a non-empty string ``message_2``.
+    """
+    if subject not in CAMEL_SUBJECTS:
+        raise ValueError(f"unknown CAMEL subject {subject!r}: expected one of {list(CAMEL_SUBJECTS)}")
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        return _camel_local(root / f"camel_{subject}")
+    if hub:
+        return read_camel_zip(_camel_hub_zip(subject))
+    raise DataSourceError(f"camel_{subject}: no data folder is configured; {_WHERE_HINT}")
+
+
+def _camel_answer(obj: Any, where: str) -> str:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return _field(obj, "message_2", where)
+
+
+def _camel_local(folder: Path) -> list[str]:
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".json", ".jsonl")) if folder.is_dir() else []
+    if not files:
+        raise DataSourceError(f"{folder.name}: no *.json or *.jsonl files in {folder}; {_WHERE_HINT}")
+    texts = []
+    for path in files:
+        where = f"{folder.name}/{path.name}"
+        if path.suffix == ".jsonl":
+            texts += [_camel_answer(row, f"{where} line {n}") for n, row in read_jsonl(path, where)]
+        else:
+            texts.append(_camel_answer(_json_file(path.read_bytes(), where), where))
+    return texts
+
+
+def _json_file(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{where}: invalid JSON ({e})") from None
+
+
+def read_camel_zip(path: str | Path) -> list[str]:
+    """``message_2`` of every ``*.json`` member of a CAMEL zip, in member-name order."""
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".json"))
+        if not names:
+            raise DataError(f"{Path(path).name}: the zip holds no .json files")
+        return [
+            _camel_answer(_json_file(zf.read(n), f"{Path(path).name}:{n}"), f"{Path(path).name}:{n}")
+            for n in names
+        ]
+
+
+def _camel_hub_zip(subject: str) -> Path:
+    repo = f"camel-ai/{subject}"
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id=repo, filename=f"{subject}.zip", repo_type="dataset"))
+    except Exception as e:  # network, offline mode, renamed file
+        raise DataSourceError(
+            f"camel_{subject}: could not download {repo}/{subject}.zip from the Hub "
+            f"({type(e).__name__}: {e}); put the JSON files in "
+            f"<data_dir>/camel_{subject}/ and set ${DATA_DIR_ENV} or data.data_dir"
+        ) from e
+
+
+__all__ = [
+    "CAMEL_SUBJECTS",
+    "DATASETS",
+    "HUB_DATASETS",
+    "SPLITS",
+    "SPLIT_ALIASES",
+    "DataError",
+    "DataSourceError",
+    "canonical_split",
+    "dataset_fingerprint",
+    "load_camel",
+    "load_mc",
+    "parse_choice_row",
+    "parse_sciq_row",
+    "read_camel_zip",
+    "read_jsonl",
+    "records_fingerprint",
+    "resolve_data_dir",
+    "split_file",
+]
