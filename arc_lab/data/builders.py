@@ -1,0 +1,304 @@
+"""Turn loaded data into training inputs: packed CPT blocks, preference pairs, ranked lists, SFT examples.
+
+All question-answer examples use lm-eval's ARC layout (``"Question: {q}\\nAnswer:"`` + ``" " + choice``) for
+every source, OpenBookQA and SciQ included, so that training optimises the strings the ARC harness scores.
+
+Decontamination is explicit: :func:`check_contamination` refuses training questions that equal an
+evaluation question after normalisation, unless ``data.allow_contamination=true`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from arc_lab.data.loaders import CAMEL_SUBJECTS, DataSourceError, load_camel, load_mc
+from arc_lab.data.records import MCItem
+
+log = logging.getLogger(__name__)
+
+ALLOW_CONTAMINATION_OVERRIDE = "data.allow_contamination=true"
+
+
+# ----------------------------------------------------------------------------------------------- CPT
+def sciq_support_texts(data_dir: str | Path | None = None, hub: bool = False) -> list[str]:
+    """SciQ ``support`` paragraphs of the **train** split: stripped, non-empty, deduplicated in order."""
+    return _dedupe(item.support.strip() for item in load_mc("sciq", "train", data_dir, hub=hub))
+
+
+def camel_texts(
+    subjects: Sequence[str] = CAMEL_SUBJECTS, data_dir: str | Path | None = None, hub: bool = False
+) -> list[str]:
+    """CAMEL-AI answer texts of the given subjects: stripped, non-empty, deduplicated in order."""
+    return _dedupe(text.strip() for subject in subjects for text in load_camel(subject, data_dir, hub=hub))
+
+
+def builtin_texts() -> list[str]:
+    """The builtin set's prose: every fact of every split (see :mod:`arc_lab.data.builtin`)."""
+    from arc_lab.data.builtin import builtin_prose
+
+    return builtin_prose()
+
+
+#: CPT sources accepted by :func:`cpt_texts`.
+CPT_SOURCES = ("builtin_prose", "sciq_support", *(f"camel_{s}" for s in CAMEL_SUBJECTS))
+
+
+def cpt_texts(sources: Sequence[str], data_dir: str | Path | None = None, hub: bool = False) -> list[str]:
+    """Concatenate the prose of several sources, in the order given.
+
+    Args:
+        sources: names from :data:`CPT_SOURCES` (``builtin_prose``, ``sciq_support``, ``camel_biology``, ...;
+            the names ``data.cpt_sources`` accepts).
+        data_dir: local data folder (default ``$ARC_LAB_DATA_DIR``).
+        hub: read the Hub when no local folder is configured.
+
+    Raises:
+        ValueError: an unknown source name.
+    """
+    unknown = [s for s in sources if s not in CPT_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown CPT source(s) {unknown}: expected names from {list(CPT_SOURCES)}")
+    texts: list[str] = []
+    for source in sources:
+        if source == "sciq_support":
+            texts += sciq_support_texts(data_dir, hub)
+        elif source == "builtin_prose":
+            texts += builtin_texts()
+        else:
+            texts += camel_texts([source.removeprefix("camel_")], data_dir, hub)
+    return texts
+
+
+def _dedupe(texts: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(t for t in texts if t))
+
+
+def pack_blocks(texts: Sequence[str], tokenizer, seq_len: int = 4096, add_eos: bool = True) -> torch.Tensor:
+    """Tokenise documents, join them into one stream and cut it into full blocks of ``seq_len`` tokens.
+
+    Each text is encoded without special tokens; with ``add_eos`` an EOS id follows every document, so
+    documents are separated inside a block. The tail that does not fill a block is dropped. The loss is
+    taken on every token (the training loop handles that), so no labels are built here.
+
+    Args:
+        texts: the documents, in order.
+        tokenizer: a Hugging Face tokenizer.
+        seq_len: tokens per block.
+        add_eos: append ``tokenizer.eos_token_id`` after each document.
+
+    Returns:
+        LongTensor (N, seq_len): ``blocks.flatten()`` equals the first ``N * seq_len`` stream tokens.
+
+    Raises:
+        ValueError: ``seq_len < 1``, no EOS id while ``add_eos``, or fewer tokens than one block.
+    """
+    if seq_len < 1:
+        raise ValueError(f"pack_blocks: seq_len must be >= 1, got {seq_len}")
+    eos = tokenizer.eos_token_id
+    if add_eos and eos is None:
+        raise ValueError("pack_blocks: add_eos=True but the tokenizer has no eos_token_id")
+    stream: list[int] = []
+    if texts:
+        for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+            stream += ids
+            if add_eos:
+                stream.append(eos)
+    n_blocks = len(stream) // seq_len
+    if n_blocks == 0:
+        raise ValueError(
+            f"pack_blocks: {len(texts)} text(s) give {len(stream)} tokens, fewer than one block of "
+            f"seq_len={seq_len}; lower seq_len or add text"
+        )
+    return torch.tensor(stream[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)  # (N, T)
+
+
+# ------------------------------------------------------------------------------------------ examples
+@dataclass(frozen=True)
+class PreferencePair:
+    """One (question, gold, distractor) comparison, as the strings lm-eval scores.
+
+    Attributes:
+        prompt: ``"Question: {q}\\nAnswer:"`` (no trailing space).
+        chosen: ``" " + gold text``.
+        rejected: ``" " + distractor text``.
+        item_id: the source :class:`MCItem` id.
+        source: the source dataset name.
+    """
+
+    prompt: str
+    chosen: str
+    rejected: str
+    item_id: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ListExample:
+    """One question with all its continuations, for listwise objectives.
+
+    Attributes:
+        prompt: ``"Question: {q}\\nAnswer:"``.
+        choices: ``" " + text`` for every choice, in dataset order.
+        gold: 0-based index of the correct continuation.
+        item_id: the source :class:`MCItem` id.
+        source: the source dataset name.
+    """
+
+    prompt: str
+    choices: tuple[str, ...]
+    gold: int
+    item_id: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One question with its correct answer, for supervised fine-tuning on the answer tokens.
+
+    Attributes:
+        prompt: ``"Question: {q}\\nAnswer:"``.
+        completion: ``" " + gold text``.
+        item_id: the source :class:`MCItem` id.
+        source: the source dataset name.
+    """
+
+    prompt: str
+    completion: str
+    item_id: str
+    source: str
+
+
+def arc_prompt(question: str) -> str:
+    """lm-eval's ARC ``doc_to_text``: ``"Question: {question}\\nAnswer:"``."""
+    return f"Question: {question}\nAnswer:"
+
+
+def continuation(text: str) -> str:
+    """A choice as lm-eval scores it: the target delimiter ``" "`` then the text."""
+    return " " + text
+
+
+def build_pairs(items: Iterable[MCItem], drop_identical: bool = True) -> list[PreferencePair]:
+    """One pair per (question, distractor), distractors in choice order.
+
+    Args:
+        items: the questions.
+        drop_identical: skip a distractor whose text equals the gold text (a few OpenBookQA/SciQ rows
+            repeat the answer; such a pair carries no signal). The number dropped is logged.
+    """
+    pairs, dropped = [], 0
+    for item in items:
+        prompt, gold = arc_prompt(item.question), item.choices[item.gold]
+        for j, text in enumerate(item.choices):
+            if j == item.gold:
+                continue
+            if drop_identical and text == gold:
+                dropped += 1
+                continue
+            pairs.append(PreferencePair(prompt, continuation(gold), continuation(text), item.id, item.source))
+    if dropped:
+        log.warning("build_pairs: dropped %d pair(s) whose distractor text equals the gold text", dropped)
+    return pairs
+
+
+def build_lists(items: Iterable[MCItem]) -> list[ListExample]:
+    """One :class:`ListExample` per question, all choices kept in dataset order."""
+    return [
+        ListExample(
+            arc_prompt(item.question),
+            tuple(continuation(c) for c in item.choices),
+            item.gold,
+            item.id,
+            item.source,
+        )
+        for item in items
+    ]
+
+
+def build_sft(items: Iterable[MCItem]) -> list[SFTExample]:
+    """One :class:`SFTExample` (prompt, gold continuation) per question."""
+    return [
+        SFTExample(arc_prompt(item.question), continuation(item.choices[item.gold]), item.id, item.source)
+        for item in items
+    ]
+
+
+# ------------------------------------------------------------------------------------ decontamination
+class ContaminationError(ValueError):
+    """Training questions equal evaluation questions; the message lists them and the override."""
+
+
+_PUNCT = re.compile(r"[^\w\s]|_")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_question(text: str) -> str:
+    """Lowercase, replace punctuation by spaces, collapse whitespace, strip."""
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
+
+
+def check_contamination(
+    train_items: Iterable[MCItem], forbidden_items: Iterable[MCItem], allow: bool = False
+) -> list[MCItem]:
+    """Find training questions that equal a forbidden (evaluation) question after normalisation.
+
+    Args:
+        train_items: what would be trained on.
+        forbidden_items: what must not be trained on (e.g. ARC-Challenge test).
+        allow: log a loud warning instead of raising.
+
+    Returns:
+        The offending training items (empty when clean).
+
+    Raises:
+        ContaminationError: if any offender exists and ``allow`` is False.
+    """
+    forbidden = {normalize_question(item.question): item for item in forbidden_items}
+    offenders = [item for item in train_items if normalize_question(item.question) in forbidden]
+    if not offenders:
+        return []
+    lines = [
+        f"  {o.id} ({o.source}/{o.split}) = {forbidden[normalize_question(o.question)].id}: {o.question!r}"
+        for o in offenders[:20]
+    ]
+    more = f"\n  ... and {len(offenders) - 20} more" if len(offenders) > 20 else ""
+    message = (
+        f"{len(offenders)} training question(s) equal an evaluation question:\n" + "\n".join(lines) + more
+    )
+    if not allow:
+        raise ContaminationError(
+            f"{message}\nRemove them, or pass {ALLOW_CONTAMINATION_OVERRIDE} to train "
+            f"on them anyway (results are then not comparable)."
+        )
+    log.warning("CONTAMINATION ALLOWED (%s): %s", ALLOW_CONTAMINATION_OVERRIDE, message)
+    return offenders
+
+
+def arc_challenge_test_items(
+    data_dir: str | Path | None = None, hub: bool = False, required: bool = True
+) -> list[MCItem]:
+    """ARC-Challenge test, the set nothing may be trained on, for :func:`check_contamination`.
+
+    Args:
+        data_dir: local data folder (default ``$ARC_LAB_DATA_DIR``).
+        hub: read the Hub when no local folder is configured.
+        required: if False and the data cannot be found, log a WARNING and return ``[]``.
+
+    Raises:
+        DataSourceError: the data cannot be found and ``required`` is True.
+    """
+    try:
+        return load_mc("arc_challenge", "test", data_dir, hub=hub)
+    except DataSourceError as e:
+        if required:
+            raise
+        log.warning(
+            "decontamination against ARC-Challenge test was NOT possible (%s); training data is unchecked", e
+        )
+        return []
