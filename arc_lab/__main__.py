@@ -22,14 +22,15 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run. Returns the final dev acc_norm (the value Hydra sweepers optimise)."""
+    from arc_lab.pipeline import plan_chain, run_pipeline
+
     try:
         run = to_run_config(cfg)
+        plan = plan_chain(cfg)
     except ConfigError as e:
         print(f"arc_lab: invalid configuration: {e}", file=sys.stderr)
         sys.exit(2)
-    from arc_lab.pipeline import run_pipeline
-
-    return run_pipeline(run, cfg, run_dir=HydraConfig.get().runtime.output_dir)
+    return run_pipeline(run, plan, run_dir=HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

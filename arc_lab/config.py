@@ -143,8 +143,8 @@ class StageConfig:
     """One training (or evaluation) stage of a recipe."""
 
     name: str = MISSING
-    #: base (model as configured) | cpt | sft | dpo (the output of that earlier stage, found in the
-    #: stage cache or trained first) | a path to a checkpoint directory
+    #: base (the model as configured) | a stage preset of conf/stage (cpt, dpo_cpu, ...: that stage's
+    #: output under the same model and data config, from the stage cache or trained first) | a checkpoint dir
     init: str = "base"
     #: extra overrides for composing the init stage, e.g. ["stage.optim.max_steps=20"]
     init_overrides: list[str] = field(default_factory=list)

