@@ -1,0 +1,657 @@
+"""Report on a set of evaluated runs: ``report.md`` (tables + paired significance) and ``report.png``.
+
+Usage::
+
+    python -m arc_lab.report <multirun or outputs dir> [--baseline LABEL_OR_PATH] [--task arc_challenge]
+                             [--out DIR] [--n-resamples 10000] [--seed 0]
+
+Every folder under the given directory that holds a ``metrics.json`` is a run (multirun subfolders
+``0/``, ``1/``... and a pipeline's nested stage runs alike). A run is labelled from its resolved config
+(``config.yaml``, else ``.hydra/config.yaml``: ``stage.init``, ``stage.name``, ``objective.name``,
+``model.name``, ``name``), falling back to its folder. Each run is compared with one baseline run on the
+items both scored (paired by ``doc_id`` from ``samples/<task>.jsonl``): the difference in acc and
+acc_norm, its paired-bootstrap 95% CI, McNemar's exact p-value, and a flag where acc and acc_norm
+disagree about which run is better (the recipe's DPO-vs-SimPO choice turned on such a disagreement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arc_lab.stats import PairedComparison, PairingError, compare_paired, disagree, pair_samples
+
+METRICS = ("acc", "acc_norm")
+TASK_FIELDS = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")
+CONFIG_FILES = ("config.yaml", ".hydra/config.yaml")  # the resolved config first
+TRAINED_STAGES = ("cpt", "sft", "dpo")
+FLAG = "⚠ disagree"
+
+
+class ReportError(ValueError):
+    """The run folders cannot be reported on as asked (the message names the file or option)."""
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """One task's aggregate metrics of one run, as written to ``metrics.json``."""
+
+    acc: float
+    acc_stderr: float | None
+    acc_norm: float
+    acc_norm_stderr: float | None
+    n: int
+    num_fewshot: int | None
+    dataset_fingerprint: str | None
+
+    def value(self, metric: str) -> float:
+        """The mean of ``metric`` (``acc`` or ``acc_norm``)."""
+        return float(getattr(self, metric))
+
+    def stderr(self, metric: str) -> float | None:
+        """The standard error of ``metric``; None when the evaluator gave none (e.g. n = 1)."""
+        return getattr(self, f"{metric}_stderr")
+
+
+@dataclass
+class Run:
+    """One evaluated run folder.
+
+    Attributes:
+        path: the run folder (holds ``metrics.json`` and ``samples/``).
+        rel: the folder relative to the report root, as text ("." for the root itself).
+        label: a short unique name for tables and plots.
+        stage: ``stage.name`` from the run's config, if any.
+        objective: ``objective.name`` from the run's config, if any.
+        experiment: the experiment ``name`` from the run's config, if any.
+        tasks: per-task metrics.
+        model_fingerprint: the evaluated model's fingerprint, if recorded.
+        overrides: Hydra's saved command-line overrides (tell the runs of a sweep apart).
+    """
+
+    path: Path
+    rel: str
+    label: str
+    stage: str | None
+    objective: str | None
+    experiment: str | None
+    tasks: dict[str, TaskMetrics]
+    model_fingerprint: str | None
+    overrides: list[str]
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """One run vs the baseline on one task: ``{metric: PairedComparison}`` (X = the run, Y = baseline)."""
+
+    run: str
+    task: str
+    by_metric: dict[str, PairedComparison]
+
+
+# --- discovery and labels ----------------------------------------------------------------------------
+
+
+def _natural_key(text: str) -> list[Any]:
+    """Sort key that orders "2" before "10" (multirun subfolders are numbered)."""
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None  # lm-eval writes "N/A" for a stderr it cannot compute
+
+
+def _parse_task(task: str, entry: Any, path: Path) -> TaskMetrics:
+    if not isinstance(entry, Mapping):
+        raise ReportError(f"{path}: task {task!r} should map to an object of metrics, got {entry!r}")
+    missing = [k for k in TASK_FIELDS if k not in entry]
+    if missing:
+        raise ReportError(f"{path}: task {task!r} lacks field(s) {missing}")
+    acc, acc_norm = _float_or_none(entry["acc"]), _float_or_none(entry["acc_norm"])
+    if acc is None or acc_norm is None:
+        raise ReportError(
+            f"{path}: task {task!r} has no numeric acc/acc_norm ({entry['acc']!r}, {entry['acc_norm']!r})"
+        )
+    return TaskMetrics(
+        acc=acc,
+        acc_stderr=_float_or_none(entry["acc_stderr"]),
+        acc_norm=acc_norm,
+        acc_norm_stderr=_float_or_none(entry["acc_norm_stderr"]),
+        n=int(entry["n"]),
+        num_fewshot=entry.get("num_fewshot"),
+        dataset_fingerprint=entry.get("dataset_fingerprint"),
+    )
+
+
+def read_metrics(path: Path) -> tuple[dict[str, TaskMetrics], str | None]:
+    """Parse a run's ``metrics.json`` into per-task metrics and the model fingerprint."""
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, Mapping):
+        raise ReportError(f"{path}: expected a JSON object of tasks, got {type(raw).__name__}")
+    tasks = {k: _parse_task(k, v, path) for k, v in raw.items() if k != "model_fingerprint"}
+    if not tasks:
+        raise ReportError(f"{path}: holds no task metrics")
+    return tasks, raw.get("model_fingerprint")
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config as a plain dict ({} when the folder has none)."""
+    from omegaconf import OmegaConf  # imported lazily: only needed when a config exists
+
+    for name in CONFIG_FILES:
+        path = run_dir / name
+        if path.is_file():
+            cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            if not isinstance(cfg, dict):
+                raise ReportError(f"{path}: expected a mapping at the top level")
+            return cfg
+    return {}
+
+
+def _get(cfg: Mapping[str, Any], dotted: str) -> str | None:
+    node: Any = cfg
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return None if node is None else str(node)
+
+
+def config_label(cfg: Mapping[str, Any]) -> str | None:
+    """A short label from a run config: ``dpo/simpo``, ``cpt→dpo/dpo``, ``eval/<model>`` or the name.
+
+    Returns None when the config says nothing useful (the caller falls back to the folder).
+    """
+    stage, objective = _get(cfg, "stage.name"), _get(cfg, "objective.name")
+    init, model, name = _get(cfg, "stage.init"), _get(cfg, "model.name"), _get(cfg, "name")
+    if stage is None:
+        return name if name not in (None, "default") else None
+    if stage == "eval":
+        core = f"eval/{model}" if model else "eval"
+    else:
+        core = f"{stage}/{objective}" if objective else stage
+    return f"{init}→{core}" if init in TRAINED_STAGES else core
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides Hydra saved for the run (``.hydra/overrides.yaml``), or []."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    overrides = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(overrides, list):
+        raise ReportError(f"{path}: expected a list of overrides")
+    return [str(o) for o in overrides]
+
+
+def _duplicate_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.label, []).append(run)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _refine_group(group: list[Run]) -> None:
+    """Tell equal labels apart: by the sweep overrides that differ, else experiment name, else folder."""
+    common = set.intersection(*(set(r.overrides) for r in group))
+    extra = [[o for o in r.overrides if o not in common] for r in group]
+    experiments = [r.experiment for r in group]
+    if all(extra) and len({tuple(e) for e in extra}) == len(group):
+        for run, e in zip(group, extra, strict=True):
+            run.label = f"{run.label} [{', '.join(e)}]"
+    elif None not in experiments and len(set(experiments)) == len(group):
+        for run in group:
+            run.label = f"{run.experiment}:{run.label}"
+    else:
+        for run in group:
+            run.label = f"{run.label} ({run.rel})"
+
+
+def _make_unique(runs: list[Run]) -> None:
+    """Make every run's label unique (a multirun sweep gives many runs the same config label)."""
+    for group in _duplicate_groups(runs):
+        _refine_group(group)
+    for group in _duplicate_groups(runs):  # a refined label may still collide with another run's
+        for run in group:
+            run.label = f"{run.label} ({run.rel})"
+
+
+def load_run(run_dir: Path, root: Path) -> Run:
+    """Read one run folder (``metrics.json`` plus, if present, its config)."""
+    tasks, fingerprint = read_metrics(run_dir / "metrics.json")
+    cfg = read_config(run_dir)
+    rel = run_dir.relative_to(root).as_posix()
+    label = config_label(cfg) or (rel if rel != "." else run_dir.name)
+    experiment = _get(cfg, "name")
+    return Run(
+        path=run_dir,
+        rel=rel,
+        label=label,
+        stage=_get(cfg, "stage.name"),
+        objective=_get(cfg, "objective.name"),
+        experiment=experiment if experiment != "default" else None,
+        tasks=tasks,
+        model_fingerprint=fingerprint,
+        overrides=read_overrides(run_dir),
+    )
+
+
+def discover_runs(root: Path) -> list[Run]:
+    """Every folder under ``root`` (itself included) holding a ``metrics.json``, in natural folder order.
+
+    Raises:
+        ReportError: if ``root`` is not a directory or holds no run.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ReportError(f"{root}: not a directory")
+    dirs = sorted({p.parent for p in root.rglob("metrics.json")}, key=lambda p: _natural_key(p.as_posix()))
+    if not dirs:
+        raise ReportError(f"{root}: no metrics.json found in it or any subfolder; is this an outputs dir?")
+    runs = [load_run(d, root) for d in dirs]
+    _make_unique(runs)
+    return runs
+
+
+# --- baseline ----------------------------------------------------------------------------------------
+
+
+def choose_baseline(runs: Sequence[Run], spec: str | None, root: Path) -> tuple[Run, str]:
+    """Pick the baseline run and say why.
+
+    Args:
+        runs: the discovered runs.
+        spec: ``--baseline``: a run label, or a run folder (absolute, or relative to ``root`` or the cwd);
+            None picks the first run whose stage is ``eval``, else whose label contains "base", else the
+            first run by label.
+        root: the report root.
+
+    Returns:
+        The baseline and a sentence saying how it was chosen.
+
+    Raises:
+        ReportError: if ``spec`` matches no run.
+    """
+    if spec is not None:
+        for run in runs:
+            if run.label == spec:
+                return run, f"given by --baseline {spec!r} (label)"
+        for cand in (Path(spec), root / spec):
+            for run in runs:
+                if cand.exists() and cand.resolve() == run.path.resolve():
+                    return run, f"given by --baseline {spec!r} (folder)"
+        labels = ", ".join(repr(r.label) for r in runs)
+        raise ReportError(f"--baseline {spec!r} matches no run label or run folder; labels: {labels}")
+    by_label = sorted(runs, key=lambda r: _natural_key(r.label))
+    evals = [r for r in by_label if r.stage == "eval"]
+    if evals:
+        return evals[0], 'default: the first run whose stage is "eval"'
+    based = [r for r in by_label if "base" in r.label.lower()]
+    if based:
+        return based[0], 'default: the first run whose label contains "base"'
+    return by_label[0], 'default: no "eval"-stage or "base" run, so the first run by label'
+
+
+# --- samples and comparisons -------------------------------------------------------------------------
+
+
+def load_samples(run: Run, task: str) -> list[dict[str, Any]]:
+    """A run's per-item records for ``task``, checked against its ``metrics.json``.
+
+    Raises:
+        ReportError: if the file is malformed, or its item count or accuracy disagrees with metrics.json.
+    """
+    path = run.path / "samples" / f"{task}.jsonl"
+    records = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ReportError(f"{path}:{lineno}: not valid JSON ({err})") from None
+    m = run.tasks[task]
+    if len(records) != m.n:
+        raise ReportError(f"{path}: {len(records)} sample lines but metrics.json says n={m.n}")
+    for metric in METRICS:
+        mean = float(np.mean([r[metric] for r in records])) if records else float("nan")
+        if not math.isclose(mean, m.value(metric), abs_tol=1e-6):
+            raise ReportError(
+                f"{path}: mean {metric} of the samples is {mean:.6f} but metrics.json says "
+                f"{m.value(metric):.6f}; the folder is inconsistent"
+            )
+    return records
+
+
+def compare_task(
+    run: Run, base: Run, task: str, *, n_resamples: int, seed: int, warnings: list[str]
+) -> RunComparison | None:
+    """Compare ``run`` with ``base`` on ``task`` (appends loud notes to ``warnings``); None without samples."""
+    missing = [r.rel for r in (run, base) if not (r.path / "samples" / f"{task}.jsonl").is_file()]
+    if missing:
+        warnings.append(
+            f"{task}: no samples/{task}.jsonl in {missing}: no paired statistics for `{run.label}`"
+        )
+        return None
+    paired = pair_samples(load_samples(run, task), load_samples(base, task), task)
+    if not paired.complete:
+        warnings.append(
+            f"{task}: `{run.label}` vs baseline compared on the {len(paired.doc_ids)} doc_ids both scored; "
+            f"{len(paired.only_a)} only in the run{_ids(paired.only_a)}, "
+            f"{len(paired.only_b)} only in the baseline{_ids(paired.only_b)}"
+        )
+    return RunComparison(run.label, task, compare_paired(paired, METRICS, n_resamples=n_resamples, seed=seed))
+
+
+def _ids(ids: Sequence[Any], limit: int = 8) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return f" (doc_ids {shown}{', …' if len(ids) > limit else ''})" if ids else ""
+
+
+def metric_disagreements(runs: Sequence[Run], tasks: Sequence[str]) -> list[str]:
+    """Every pair of runs whose acc and acc_norm (from metrics.json) rank them oppositely, as text lines."""
+    lines = []
+    for task in tasks:
+        for a, b in itertools.combinations([r for r in runs if task in r.tasks], 2):
+            ma, mb = a.tasks[task], b.tasks[task]
+            d_acc, d_norm = ma.acc - mb.acc, ma.acc_norm - mb.acc_norm
+            if disagree(d_acc, d_norm):
+                win_acc, win_norm = (a, b) if d_acc > 0 else (b, a)
+                lines.append(
+                    f"{task}: acc favours `{win_acc.label}` (by {abs(d_acc):.4f}), "
+                    f"acc_norm favours `{win_norm.label}` (by {abs(d_norm):.4f})"
+                )
+    return lines
+
+
+# --- markdown ----------------------------------------------------------------------------------------
+
+RUNS_HEADER = "run|stage|objective|experiment|folder|model fingerprint".split("|")
+ACC_HEADER = "run|task|acc|acc_norm|n|shots".split("|")
+COMPARE_HEADER = "run|metric|value|baseline|Δ|95% CI|McNemar p|b|c|n|acc vs acc_norm".split("|")
+COMPARE_ROW = (
+    "| `{run}` | {c.metric} | {c.x_mean:.4f} | {c.y_mean:.4f} | {c.boot.diff:+.4f} | "
+    "[{c.boot.low:+.4f}, {c.boot.high:+.4f}] | {c.mcnemar.p:.4g} | {c.mcnemar.b} | {c.mcnemar.c} | {c.n} | {flag} |"
+)
+
+
+def _pm(value: float, stderr: float | None) -> str:
+    return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f} ± n/a"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def runs_section(runs: Sequence[Run], tasks: Sequence[str]) -> list[str]:
+    """The run list and the runs × tasks accuracy table (mean ± stderr, n, shots)."""
+    out = ["## Runs", "", *_table(RUNS_HEADER, [])]
+    for r in runs:
+        objective = "—" if r.stage == "eval" else r.objective or ""
+        fingerprint = (r.model_fingerprint or "")[:12]
+        out.append(
+            f"| `{r.label}` | {r.stage or ''} | {objective} | {r.experiment or ''} | `{r.rel}` | {fingerprint} |"
+        )
+    out += [
+        "",
+        "## Accuracy",
+        "",
+        "Mean ± standard error (lm-eval's closed-form stderr), from `metrics.json`.",
+        "",
+    ]
+    out += _table(ACC_HEADER, [])
+    for t, r in ((t, r) for t in tasks for r in runs if t in r.tasks):
+        m, shots = r.tasks[t], "" if r.tasks[t].num_fewshot is None else r.tasks[t].num_fewshot
+        out.append(
+            f"| `{r.label}` | {t} | {_pm(m.acc, m.acc_stderr)} | {_pm(m.acc_norm, m.acc_norm_stderr)} | {m.n} | {shots} |"
+        )
+    return out
+
+
+def comparison_lines(comp: RunComparison) -> list[str]:
+    """One run's table rows (acc, acc_norm); both carry the flag when the metrics disagree on the sign."""
+    acc, norm = comp.by_metric["acc"].boot.diff, comp.by_metric["acc_norm"].boot.diff
+    flag = FLAG if disagree(acc, norm) else ""
+    return [COMPARE_ROW.format(run=comp.run, c=c, flag=flag) for c in comp.by_metric.values()]
+
+
+def comparison_section(
+    base: Run, reason: str, comps: Mapping[str, list[RunComparison]], n_resamples: int, seed: int
+) -> list[str]:
+    """Per-task tables of every run vs the baseline."""
+    out = [f"## Paired comparison vs baseline `{base.label}`", ""]
+    out += [
+        f"Baseline: `{base.label}` (`{base.rel}`), {reason}.",
+        "",
+        "Δ = run − baseline on the items both scored (paired by doc_id). 95% CI: paired percentile "
+        f"bootstrap ({n_resamples} resamples, seed {seed}). p: McNemar's exact two-sided test. "
+        "b: items only the run gets right; c: items only the baseline gets right. "
+        f"`{FLAG}`: acc and acc_norm disagree about which of the two is better.",
+        "",
+    ]
+    for task, task_comps in comps.items():
+        out += [f"### {task}", ""]
+        if not task_comps:
+            out += ["(no other run with paired samples on this task)", ""]
+            continue
+        out += _table(COMPARE_HEADER, [])
+        out += [line for comp in task_comps for line in comparison_lines(comp)] + [""]
+    return out
+
+
+def render_markdown(
+    root: Path, runs: Sequence[Run], tasks: Sequence[str], comparison: list[str], warnings: Sequence[str]
+) -> str:
+    """The whole ``report.md`` text, around an already rendered :func:`comparison_section`."""
+    out = [
+        f"# arc_lab report: `{root}`",
+        "",
+        f"{len(runs)} run(s), task(s): {', '.join(tasks)}. Plot: `report.png`.",
+    ]
+    if warnings:
+        out += ["", "## ⚠ Warnings", ""] + [f"- **{w}**" for w in warnings]
+    out += ["", *runs_section(runs, tasks), "", *comparison]
+    lines = metric_disagreements(runs, tasks)
+    out += ["## acc vs acc_norm disagreements between any two runs", ""]
+    out += ["Pairs whose ranking flips with the metric (from metrics.json; no significance implied):", ""]
+    out += [f"- {line}" for line in lines] if lines else ["- none"]
+    return "\n".join(out) + "\n"
+
+
+# --- plot --------------------------------------------------------------------------------------------
+
+
+COLORS = {"acc": "#1f77b4", "acc_norm": "#d62728"}
+MARKERS = {"acc": "o", "acc_norm": "s"}
+OFFSETS = {"acc": -0.17, "acc_norm": 0.17}  # acc just above, acc_norm just below each run's row
+
+
+def _ci_halfwidths(value: float, stderr: float | None) -> list[list[float]] | None:
+    """Asymmetric error-bar lengths of ``value ± 1.96·stderr``, clipped to the [0, 1] accuracy range."""
+    if stderr is None:
+        return None
+    half = 1.96 * stderr
+    return [[min(half, value)], [min(half, 1.0 - value)]]
+
+
+def _plot_panel(ax: Any, task: str, runs: Sequence[Run], base: Run) -> None:
+    """One task's panel: a row per run, acc and acc_norm markers with 95% CI bars and their values."""
+    for metric in METRICS:
+        for y, run in enumerate(runs):
+            m = run.tasks.get(task)
+            if m is None:
+                continue
+            value, yy = m.value(metric), y + OFFSETS[metric]
+            xerr = _ci_halfwidths(value, m.stderr(metric))
+            ax.errorbar(
+                value, yy, xerr=xerr, fmt=MARKERS[metric], color=COLORS[metric], ms=7, capsize=4, lw=1.6
+            )
+            # the value as text just right of the error bar, on the marker's own line (never overlaps)
+            ax.annotate(
+                f"{value:.3f}",
+                (value + (xerr[1][0] if xerr else 0.0), yy),
+                xytext=(5, 0),
+                textcoords="offset points",
+                ha="left",
+                va="center",
+                fontsize=9,
+                color=COLORS[metric],
+            )
+        if task in base.tasks:
+            ax.axvline(base.tasks[task].value(metric), color=COLORS[metric], ls=":", lw=1.2, alpha=0.8)
+    row = runs.index(base)
+    ax.axhspan(row - 0.45, row + 0.45, color="0.9", zorder=0)
+    ax.margins(x=0.12)  # room for the value labels right of the bars
+    ax.set_title(task, fontsize=13)
+    ax.set_xlabel("accuracy", fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(labelsize=10)
+
+
+def _label_rows(ax: Any, runs: Sequence[Run], base: Run) -> None:
+    """Run labels on a left-column panel, the baseline in bold, first run on top."""
+    ax.set_yticks(range(len(runs)), [r.label for r in runs], fontsize=11)
+    ax.get_yticklabels()[runs.index(base)].set_fontweight("bold")
+    ax.set_ylim(len(runs) - 0.5, -0.5)
+
+
+def plot_runs(runs: Sequence[Run], tasks: Sequence[str], base: Run, path: Path) -> None:
+    """Dot plot of acc and acc_norm (±1.96·stderr) per run, one panel per task (two per row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols, nrows = min(2, len(tasks)), math.ceil(len(tasks) / 2)
+    panel_h = 0.9 + 0.65 * len(runs)  # inches: title + axis + a row per run
+    width = 1.0 + 5.2 * ncols + 0.075 * max(len(r.label) for r in runs)
+    height = 1.1 + nrows * panel_h
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, height), sharey=True, squeeze=False, layout="constrained"
+    )
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        _plot_panel(ax, task, runs, base)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        _label_rows(ax, runs, base)
+    handles = [plt.Line2D([], [], color=COLORS[m], marker=MARKERS[m], ls="", ms=7, label=m) for m in METRICS]
+    handles.append(plt.Line2D([], [], color="0.4", ls=":", label="baseline value"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=11, frameon=False)
+    fig.suptitle(
+        f"acc vs acc_norm per run: mean with 95% CI (±1.96·stderr)\nbaseline (shaded): {base.label}",
+        fontsize=14,
+    )
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+# --- entry points ------------------------------------------------------------------------------------
+
+
+def _select_tasks(runs: Sequence[Run], task: str | None) -> list[str]:
+    all_tasks = sorted({t for r in runs for t in r.tasks})
+    if task is None:
+        return all_tasks
+    if task not in all_tasks:
+        raise ReportError(f"--task {task!r}: no run has it; tasks found: {all_tasks}")
+    return [task]
+
+
+def build_report(
+    root: str | Path,
+    *,
+    baseline: str | None = None,
+    task: str | None = None,
+    out_dir: str | Path | None = None,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.png`` for every run under ``root``.
+
+    Args:
+        root: a multirun or outputs directory (or a single run folder).
+        baseline: the run to compare against, by label or folder; None chooses one (see
+            :func:`choose_baseline`).
+        task: report only this task; None reports every task found.
+        out_dir: where to write; defaults to ``root``.
+        n_resamples: paired-bootstrap resamples per comparison.
+        seed: bootstrap seed (the same seed gives the same report).
+
+    Returns:
+        The paths of ``report.md`` and ``report.png``.
+
+    Raises:
+        ReportError: on missing or inconsistent run files or options that match nothing.
+        arc_lab.stats.PairingError: if two runs scored different items under the same doc_id.
+    """
+    root = Path(root)
+    runs = discover_runs(root)
+    tasks = _select_tasks(runs, task)
+    runs = [r for r in runs if any(t in r.tasks for t in tasks)]
+    base, reason = choose_baseline(runs, baseline, root)
+    warnings: list[str] = []
+    comps: dict[str, list[RunComparison]] = {t: [] for t in tasks}
+    for t in tasks:
+        if t not in base.tasks:
+            warnings.append(f"{t}: the baseline `{base.label}` was not evaluated on it; no comparisons")
+            continue
+        for run in (r for r in runs if r is not base and t in r.tasks):
+            comp = compare_task(run, base, t, n_resamples=n_resamples, seed=seed, warnings=warnings)
+            comps[t] += [comp] if comp is not None else []
+    out = Path(out_dir) if out_dir is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, png_path = out / "report.md", out / "report.png"
+    comparison = comparison_section(base, reason, comps, n_resamples, seed)
+    md_path.write_text(render_markdown(root, runs, tasks, comparison, warnings))
+    plot_runs(runs, tasks, base, png_path)
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    return md_path, png_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``python -m arc_lab.report <dir> [--baseline ...] [--task ...] [--out ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m arc_lab.report", description=__doc__.split("\n")[0])
+    parser.add_argument("root", help="multirun or outputs directory (searched recursively for metrics.json)")
+    parser.add_argument("--baseline", help="baseline run label or folder (default: the eval-stage/base run)")
+    parser.add_argument("--task", help="report only this task (default: all tasks found)")
+    parser.add_argument("--out", help="output directory for report.md/report.png (default: the root)")
+    parser.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        md_path, png_path = build_report(
+            args.root,
+            baseline=args.baseline,
+            task=args.task,
+            out_dir=args.out,
+            n_resamples=args.n_resamples,
+            seed=args.seed,
+        )
+    except (ReportError, PairingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {md_path}\nwrote {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
