@@ -1,0 +1,253 @@
+"""The one training loop shared by every stage and objective.
+
+Public API::
+
+    train(model, tokenizer, objective, examples, *, optim: OptimConfig, out_dir, seq_len,
+          lora: LoraConfig | None = None, append_eos=False, precompute_reference=True, cache_dir=None,
+          logger=None, eval_fn=None, eval_every=0, keep_checkpoints=2, stepper_factory=torch_stepper,
+          progress=True) -> TrainResult
+    run_loop(setup: TrainSetup, objective, *, out_dir, logger=None, eval_fn=None, eval_every=0,
+             keep_checkpoints=2, progress=True) -> TrainResult
+    TrainResult, TrainingDiverged, NullLogger
+
+``train`` = :func:`arc_lab.train.setup.prepare` (data, LoRA / full fine-tune, reference, stepper) +
+:func:`run_loop`. Per optimizer step the loop takes ``grad_accum`` micro-batches of ``batch_size``
+examples from a seeded stream (epoch ``e`` visits the examples in ``randperm(n, seed * 1_000_003 + e)``
+order; a short last micro-batch is kept), runs one forward per micro-batch (all K answers of every
+example together, LM head at answer positions only), attaches reference log-probs when the objective
+``needs_reference`` (precomputed rows, or the adapter-off model), and calls the objective.
+
+* Logging every ``optim.log_every`` steps: ``loss``, ``lr``, ``grad_norm``, the objective's metrics (means
+  over the window), ``tokens_per_s``, ``epoch``; sent to ``logger.log(metrics, step)`` (any object with
+  that method; :class:`NullLogger` by default) and kept in ``TrainResult.history``.
+* ``eval_fn(model, step) -> dict`` every ``eval_every`` steps and after the last step (model in eval mode).
+* Checkpoints every ``optim.save_every`` steps and at the end (:mod:`arc_lab.train.checkpoint`);
+  calling ``train`` again with the same ``out_dir`` resumes from the newest one -- bitwise identical to
+  an uninterrupted run on CPU fp32 -- and returns at once if the run had finished.
+* A non-finite loss or grad norm raises :class:`TrainingDiverged`; the broken state is not saved.
+* Precision: ``fp32``, or ``bf16`` = bf16 autocast around the forward (CUDA and CPU alike) with fp32
+  master weights and optimizer state (a model loaded in bf16 trains bf16 weights instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from arc_lab.config import LoraConfig, OptimConfig
+from arc_lab.objectives.base import Objective
+from arc_lab.train.batching import collate
+from arc_lab.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
+from arc_lab.train.forward import answer_logps
+from arc_lab.train.lora import reference_mode
+from arc_lab.train.setup import TrainSetup, prepare
+from arc_lab.train.stepper import Stepper, torch_stepper
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became non-finite; the message gives step, value and what to try."""
+
+
+class NullLogger:
+    """Logger that drops everything (the default)."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        model: the trained model (a peft model for LoRA: pass it to :func:`arc_lab.train.merge.merge`).
+        steps: optimizer steps done (== the planned total).
+        history: logged metrics, one dict per logging step (with ``step``), eval results included.
+        checkpoint: the final checkpoint directory.
+        resumed_from: step of the checkpoint this call resumed from, or None.
+        reference: how reference log-probs were had (see :class:`arc_lab.train.setup.TrainSetup`).
+        truncated: examples whose prompt was left-truncated to fit ``seq_len``.
+        tokens_seen: real tokens consumed by the whole run.
+        wall_s: seconds spent in this call's loop.
+    """
+
+    model: nn.Module
+    steps: int
+    history: list[dict[str, float]]
+    checkpoint: Path
+    resumed_from: int | None
+    reference: str
+    truncated: int
+    tokens_seen: int
+    wall_s: float
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def _stream(n: int, batch_size: int, seed: int, state: LoopState) -> Iterator[list[int]]:
+    """Micro-batches of example indices from ``state``'s position on, advancing ``state`` as it goes."""
+    while True:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)).tolist()
+        while state.batch_in_epoch * batch_size < n:
+            start = state.batch_in_epoch * batch_size
+            state.batch_in_epoch += 1
+            yield order[start:start + batch_size]
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+
+def _micro_step(setup: TrainSetup, objective: Objective, indices: list[int]) -> tuple[torch.Tensor, dict, int]:
+    """Forward + objective of one micro-batch: (loss, metrics, real tokens)."""
+    model = setup.stepper.module
+    device = next(model.parameters()).device
+    batch = collate(setup.dataset, indices, setup.pad_id).to(device)
+    out = answer_logps(model, batch, precision=setup.optim.precision)
+    if objective.needs_reference:
+        if setup.ref_logps is not None:
+            out.ref_logps = setup.ref_logps[batch.index.cpu(), :out.logps.shape[1]].to(device)
+        else:
+            with torch.no_grad(), reference_mode(model):
+                out.ref_logps = answer_logps(model, batch, precision=setup.optim.precision).logps
+    loss, metrics = objective(out)
+    return loss, metrics, batch.n_tokens
+
+
+def _diverged(what: str, value: float, state: LoopState, lr: float, out_dir: Path) -> TrainingDiverged:
+    last = latest_checkpoint(out_dir)
+    return TrainingDiverged(
+        f"training diverged at step {state.step + 1}: {what} = {value}. The broken state was not saved; "
+        f"last good checkpoint: {last or 'none'}. Try a lower stage.optim.lr (now {lr:g}), a smaller "
+        f"max_grad_norm, fp32, or check the data (empty or extreme-length answers).")
+
+
+def _optimizer_step(setup: TrainSetup, objective: Objective, stream: Iterator[list[int]], state: LoopState,
+                    window: dict[str, float], out_dir: Path) -> None:
+    """``grad_accum`` micro-batches, then one optimizer step; sums into ``window``, advances ``state``."""
+    stepper = setup.stepper
+    lr, tokens = stepper.lr(), 0
+    for _ in range(stepper.grad_accum):
+        loss, metrics, n_tok = _micro_step(setup, objective, next(stream))
+        if not torch.isfinite(loss):
+            raise _diverged("loss", float(loss.detach()), state, lr, out_dir)
+        stepper.backward(loss)
+        window["loss"] += float(loss.detach()) / stepper.grad_accum
+        for k, v in metrics.items():
+            window[k] += float(v.detach() if isinstance(v, torch.Tensor) else v) / stepper.grad_accum
+        tokens += n_tok
+    grad_norm = stepper.step()
+    if not math.isfinite(grad_norm):
+        raise _diverged("grad norm", grad_norm, state, lr, out_dir)
+    state.step += 1
+    state.tokens_seen += tokens
+    for k, v in (("_tokens", tokens), ("_n", 1), ("grad_norm", grad_norm), ("lr", lr)):
+        window[k] += v
+
+
+def _run_eval(eval_fn: Callable, model: nn.Module, step: int) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return dict(eval_fn(model, step))
+    finally:
+        model.train(was_training)
+
+
+def run_loop(setup: TrainSetup, objective: Objective, *, out_dir: str | Path, logger: Any = None,
+             eval_fn: Callable[[nn.Module, int], dict] | None = None, eval_every: int = 0,
+             keep_checkpoints: int = 2, progress: bool = True) -> TrainResult:
+    """The step loop over a prepared :class:`TrainSetup`; resumes from ``out_dir``'s newest checkpoint."""
+    out_dir, logger, optim = Path(out_dir), logger or NullLogger(), setup.optim
+    stepper: Stepper = setup.stepper
+    state, resumed_from = LoopState(signature=setup.signature), None
+    if (last := latest_checkpoint(out_dir)) is not None:
+        state = load_checkpoint(last, stepper, signature=setup.signature)
+        resumed_from = state.step
+        log.info("resuming from %s (step %d of %d)", last, state.step, setup.total_steps)
+    model = stepper.module
+    model.train()
+    stream = _stream(len(setup.dataset), optim.batch_size, optim.seed, state)
+    window, t0, start, ckpt = defaultdict(float), time.perf_counter(), time.perf_counter(), last
+    bar = tqdm(total=setup.total_steps, initial=state.step, disable=not progress, desc=type(objective).__name__)
+    while state.step < setup.total_steps:
+        _optimizer_step(setup, objective, stream, state, window, out_dir)
+        bar.update(1)
+        done = state.step == setup.total_steps
+        if state.step % optim.log_every == 0 or done:
+            record = _flush(window, state, setup, time.perf_counter() - t0)
+            state.history.append(record)
+            logger.log(record, state.step)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            log.info("step %d/%d %s", state.step, setup.total_steps,
+                     " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
+            window, t0 = defaultdict(float), time.perf_counter()
+        if eval_fn is not None and ((eval_every and state.step % eval_every == 0) or done):
+            metrics = _run_eval(eval_fn, model, state.step)
+            state.history.append({"step": state.step, **metrics})
+            logger.log(metrics, state.step)
+        if done or (optim.save_every and state.step % optim.save_every == 0):
+            ckpt = save_checkpoint(out_dir, stepper, state, keep=keep_checkpoints)
+    bar.close()
+    return TrainResult(model, state.step, state.history, ckpt, resumed_from, setup.reference,
+                       setup.dataset.truncated, state.tokens_seen, time.perf_counter() - start,
+                       last=next((h for h in reversed(state.history) if "loss" in h), {}))
+
+
+def _flush(window: dict[str, float], state: LoopState, setup: TrainSetup, elapsed: float) -> dict[str, float]:
+    """Means over the logging window, plus step, epoch and throughput."""
+    n = window["_n"]
+    record = {"step": state.step}
+    record.update({k: v / n for k, v in window.items() if not k.startswith("_")})
+    record["tokens_per_s"] = window["_tokens"] / max(elapsed, 1e-9)
+    record["epoch"] = state.epoch + state.batch_in_epoch / setup.batches_per_epoch
+    return record
+
+
+def train(model: nn.Module, tokenizer, objective: Objective, examples, *, optim: OptimConfig,
+          out_dir: str | Path, seq_len: int, lora: LoraConfig | None = None, append_eos: bool = False,
+          precompute_reference: bool = True, cache_dir: str | Path | None = None, logger: Any = None,
+          eval_fn: Callable[[nn.Module, int], dict] | None = None, eval_every: int = 0,
+          keep_checkpoints: int = 2, stepper_factory: Callable[..., Stepper] = torch_stepper,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` with ``objective`` on ``examples``; resume from ``out_dir`` if it holds a checkpoint.
+
+    Args:
+        model: init model (plain causal LM) on the training device; LoRA is added here if enabled.
+        tokenizer: its tokenizer.
+        objective: an :class:`~arc_lab.objectives.base.Objective`; the loop reads only its
+            ``input_kind`` and ``needs_reference``.
+        examples: PACKED blocks (N, seq_len), or SFT examples / preference pairs / lists
+            (see :func:`arc_lab.train.batching.tokenize_examples`).
+        optim: :class:`~arc_lab.config.OptimConfig`.
+        out_dir: where checkpoints go (``out_dir/checkpoints/step-*``).
+        seq_len: max tokens of prompt + answer.
+        lora: :class:`~arc_lab.config.LoraConfig`; None or ``enabled=False`` = full fine-tune.
+        append_eos: append EOS to every answer (off by default: the harness never scores it).
+        precompute_reference: cache the reference log-probs instead of an adapter-off forward per step.
+        cache_dir: cache root for reference log-probs (default ``$ARC_LAB_CACHE``).
+        logger: any object with ``log(metrics: dict, step: int)``.
+        eval_fn: ``eval_fn(model, step) -> dict`` called every ``eval_every`` steps and at the end.
+        eval_every: 0 = only at the end.
+        keep_checkpoints: newest checkpoints to keep.
+        stepper_factory: builds the :class:`~arc_lab.train.stepper.Stepper` (DeepSpeed plugs in here).
+        progress: show a tqdm bar.
+
+    Raises:
+        TrainingDiverged: non-finite loss or grad norm (last good checkpoint kept).
+        ValueError: bad data, or ``out_dir`` holds a checkpoint of a different run.
+    """
+    setup = prepare(model, tokenizer, objective, examples, optim=optim, seq_len=seq_len, lora=lora,
+                    append_eos=append_eos, precompute_reference=precompute_reference, cache_dir=cache_dir,
+                    stepper_factory=stepper_factory)
+    return run_loop(setup, objective, out_dir=out_dir, logger=logger, eval_fn=eval_fn, eval_every=eval_every,
+                    keep_checkpoints=keep_checkpoints, progress=progress)

@@ -1,0 +1,145 @@
+"""Setup of a training run, kept apart from the step loop: data, trainable model, reference, stepper.
+
+:func:`prepare` turns (model, tokenizer, objective, examples, configs) into a :class:`TrainSetup`:
+
+1. seed python / numpy / torch with ``optim.seed``;
+2. tokenise the examples once for ``objective.input_kind`` (:mod:`arc_lab.train.batching`);
+3. if ``objective.needs_reference``: precompute reference log-probs from the init model through the
+   disk cache (always for full fine-tuning, where the init weights are gone after step 1; for LoRA when
+   ``precompute_reference``), or mark the reference as "adapter off", computed every step;
+4. add a fresh LoRA adapter (``lora.enabled``) or make every weight trainable;
+5. build the stepper (:mod:`arc_lab.train.stepper`) for ``total_steps`` optimizer steps.
+
+Public API: :class:`TrainSetup`, :func:`prepare`, :func:`total_steps`, :func:`seed_everything`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from arc_lab.config import LoraConfig, OptimConfig
+from arc_lab.models import cache_root, model_fingerprint
+from arc_lab.objectives.base import Objective
+from arc_lab.train.batching import TokenizedDataset, tokenize_examples
+from arc_lab.train.lora import prepare_trainable
+from arc_lab.train.reference import cached_reference_logps
+from arc_lab.train.stepper import Stepper, torch_stepper
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSetup:
+    """What the step loop runs on.
+
+    Attributes:
+        stepper: step mechanics; ``stepper.module`` is the model to run forward on.
+        dataset: pre-tokenised examples.
+        pad_id: padding token id.
+        ref_logps: (N, K) precomputed reference log-probs, or None.
+        reference: ``cache hit <key>`` | ``cache miss <key>`` | ``adapter_off`` (computed each step) |
+            ``none`` (the objective needs none).
+        total_steps: optimizer steps of the whole run.
+        batches_per_epoch: micro-batches per pass over the data.
+        signature: identity of the run, checked when resuming from a checkpoint.
+        optim: the optimisation settings.
+    """
+
+    stepper: Stepper
+    dataset: TokenizedDataset
+    pad_id: int
+    ref_logps: torch.Tensor | None
+    reference: str
+    total_steps: int
+    batches_per_epoch: int
+    signature: dict[str, Any]
+    optim: OptimConfig
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators (CUDA too)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def total_steps(n_examples: int, optim: OptimConfig) -> tuple[int, int]:
+    """(optimizer steps, micro-batches per epoch): ``max_steps`` or ``ceil(epochs * batches / grad_accum)``."""
+    per_epoch = math.ceil(n_examples / optim.batch_size)
+    if optim.max_steps is not None:
+        if optim.max_steps < 1:
+            raise ValueError(f"stage.optim.max_steps={optim.max_steps}: expected >= 1 or null")
+        return optim.max_steps, per_epoch
+    if optim.epochs <= 0:
+        raise ValueError(f"stage.optim.epochs={optim.epochs}: expected > 0 (or set max_steps)")
+    return max(1, math.ceil(optim.epochs * per_epoch / optim.grad_accum)), per_epoch
+
+
+def _reference(model: nn.Module, tokenizer, objective: Objective, dataset: TokenizedDataset, *, lora_on: bool,
+               precompute: bool, cache_dir: Path, optim: OptimConfig) -> tuple[torch.Tensor | None, str]:
+    """Precomputed reference log-probs (from the init model, before any adapter) and how they were had."""
+    if not objective.needs_reference:
+        return None, "none"
+    if lora_on and not precompute:
+        log.info("reference: the adapter-disabled model, computed every step (precompute_reference=false)")
+        return None, "adapter_off"
+    if not lora_on and not precompute:
+        log.warning("precompute_reference=false but full fine-tuning has no frozen reference to fall back on: "
+                    "precomputing the reference log-probs from the init weights anyway")
+    logps, status = cached_reference_logps(model, tokenizer, dataset, model_fp=model_fingerprint(model),
+                                           cache_dir=cache_dir, batch_size=optim.batch_size,
+                                           precision=optim.precision)
+    return logps, f"cache {status}"
+
+
+def prepare(model: nn.Module, tokenizer, objective: Objective, examples, *, optim: OptimConfig, seq_len: int,
+            lora: LoraConfig | None = None, append_eos: bool = False, precompute_reference: bool = True,
+            cache_dir: str | Path | None = None,
+            stepper_factory: Callable[..., Stepper] = torch_stepper) -> TrainSetup:
+    """Build everything the step loop needs (see the module docstring for the order).
+
+    Args:
+        model: the init model (a plain causal LM), on the device to train on.
+        tokenizer: its tokenizer (``pad_token_id`` set, as :func:`arc_lab.models.load_model` does).
+        objective: the loss; its ``input_kind`` and ``needs_reference`` decide data and reference.
+        examples: see :func:`arc_lab.train.batching.tokenize_examples`.
+        optim: optimisation settings.
+        seq_len: max tokens of prompt + answer (block length for PACKED).
+        lora: adapter settings; None or ``enabled=False`` for full fine-tuning.
+        append_eos: append EOS to every answer.
+        precompute_reference: precompute (and cache) the reference instead of an adapter-off forward
+            every step; ignored (always precomputed) for full fine-tuning.
+        cache_dir: cache root (default :func:`arc_lab.models.cache_root`).
+        stepper_factory: builds the stepper (signature of :func:`arc_lab.train.stepper.torch_stepper`).
+    """
+    seed_everything(optim.seed)
+    dataset = tokenize_examples(tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=append_eos)
+    lora_on = lora is not None and lora.enabled
+    ref_logps, reference = _reference(model, tokenizer, objective, dataset, lora_on=lora_on,
+                                      precompute=precompute_reference,
+                                      cache_dir=Path(cache_dir) if cache_dir else cache_root(), optim=optim)
+    seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
+    trainable = prepare_trainable(model, lora)
+    steps, per_epoch = total_steps(len(dataset), optim)
+    stepper = stepper_factory(trainable, lr=optim.lr, weight_decay=optim.weight_decay,
+                              max_grad_norm=optim.max_grad_norm, grad_accum=optim.grad_accum,
+                              schedule=optim.scheduler, warmup_ratio=optim.warmup_ratio, total_steps=steps)
+    signature = {"objective": repr(objective), "kind": dataset.kind.value, "data": dataset.fingerprint(),
+                 "n_examples": len(dataset), "total_steps": steps,
+                 "optim": {k: v for k, v in dataclasses.asdict(optim).items() if k not in ("log_every", "save_every")},
+                 "lora": dataclasses.asdict(lora) if lora_on else None, "reference": reference.split(" ")[0]}
+    log.info("training %s on %d %s examples (%d truncated), %d optimizer steps, reference: %s",
+             type(objective).__name__, len(dataset), dataset.kind.value, dataset.truncated, steps, reference)
+    return TrainSetup(stepper, dataset, tokenizer.pad_token_id, ref_logps, reference, steps, per_epoch,
+                      signature, optim)
