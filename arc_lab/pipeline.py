@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 #: The objective a stage trains with when it is composed as an init (``stage.init=cpt``).
 DEFAULT_OBJECTIVE = {"cpt": "clm", "sft": "sft", "dpo": "dpo"}
 #: Stage/optim fields that do not change the trained weights (kept out of the stage hash).
-_NOT_HASHED = {"init_overrides", "log_every", "merge", "deepspeed"}
+_NOT_HASHED = {"init_overrides", "log_every", "save_every", "merge", "deepspeed"}
+#: The data fields a stage reads: CPT packs prose, the other stages build from multiple-choice sources
+#: (the rest of ``data`` -- its name, the other kind's fields -- does not change the stage's weights).
+_DATA_READ = {"cpt": ("cpt_sources", "max_cpt_texts", "hub"),
+              "mc": ("train_sources", "max_items_per_source", "allow_contamination", "hub")}
 
 
 @dataclass
@@ -114,8 +118,9 @@ def stage_hash(cfg: DictConfig, init_key: str) -> str:
     stage = {k: v for k, v in c["stage"].items() if k not in _NOT_HASHED}
     stage["optim"] = {k: v for k, v in stage["optim"].items() if k not in _NOT_HASHED}
     stage["init"] = init_key
-    return config_hash({"model": c["model"], "data": c["data"], "stage": stage, "objective": c["objective"],
-                        "seed": c["seed"]})
+    data = {k: c["data"][k] for k in _DATA_READ["cpt" if stage["name"] == "cpt" else "mc"]}
+    return config_hash({"model": c["model"], "data": data, "stage": stage, "objective": c["objective"],
+                        "seed": c["seed"], "data_dir": data_dir_of(cfg)})
 
 
 def stage_label(cfg: DictConfig, parent: ModelRef) -> str:
@@ -126,7 +131,7 @@ def stage_label(cfg: DictConfig, parent: ModelRef) -> str:
     return label
 
 
-def ensure_stage(cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict]) -> ModelRef:
+def ensure_stage(cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict], cell_logger=None) -> ModelRef:
     """Train the stage ``cfg`` describes on top of ``parent`` unless the stage cache has it."""
     label = stage_label(cfg, parent)
     h = stage_hash(cfg, parent.key)
@@ -141,7 +146,7 @@ def ensure_stage(cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict
         write_provenance(stage_dir, cfg, stage_hash=h, init=parent.key)
         from arc_lab.stage import train_stage
 
-        train_stage(cfg, parent, stage_dir, eval_fn=_periodic_eval_fn(cfg))
+        train_stage(cfg, parent, stage_dir, label=label, cell_logger=cell_logger)
         atomic_write_text(stage_dir / "DONE", h + "\n")
     chain.append({"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached})
     _maybe_eval(cfg, ref, root, chain, when="after")
@@ -155,14 +160,16 @@ def _eval_cfg(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _maybe_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict], when: str) -> None:
-    if not cfg.eval[when] or any(c["kind"] == "eval" and c["model"] == ref.key for c in chain):
-        return
-    ensure_eval(cfg, ref, root, chain)
+    if cfg.eval[when]:
+        ensure_eval(cfg, ref, root, chain)
 
 
 def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -> Path:
     """Evaluate ``ref`` with ``cfg.eval`` unless the eval cache has it; return the eval directory."""
-    h = config_hash({"model": ref.key, "eval": _eval_cfg(cfg), "data_dir": _data_dir(cfg)})
+    done = [c for c in chain if c["kind"] == "eval" and c["model"] == ref.key]
+    if done:
+        return Path(done[0]["dir"])
+    h = config_hash({"model": ref.key, "eval": _eval_cfg(cfg), "data_dir": data_dir_of(cfg)})
     eval_dir = root / "evals" / h
     cached = (eval_dir / "metrics.json").is_file()
     if cached:
@@ -180,29 +187,30 @@ def run_eval_to(cfg: DictConfig, model, tok, out_dir: Path) -> dict:
     from arc_lab.eval import run_eval
 
     e = cfg.eval
-    return run_eval(backend=e.backend, model=model, tokenizer=tok, tasks=list(e.tasks), num_fewshot=e.num_fewshot,
-                    limit=e.limit, data_dir=_data_dir(cfg), batch_size=e.batch_size, max_length=e.max_length,
+    return run_eval(e.backend, model, tok, tasks=list(e.tasks), num_fewshot=e.num_fewshot,
+                    limit=e.limit, data_dir=data_dir_of(cfg), batch_size=e.batch_size, max_length=e.max_length,
                     out_dir=out_dir)
 
 
-def _periodic_eval_fn(cfg: DictConfig):
-    """``eval_fn(model, tokenizer, step) -> flat metrics`` for ``eval.every`` (None when off)."""
+def periodic_eval_fn(cfg: DictConfig, tokenizer):
+    """``eval_fn(model, step) -> flat metrics`` for the training loop (``eval.every`` and the end of a
+    stage), or None when ``eval.every`` is 0 (the end-of-stage evaluation is then the cached one)."""
     if not cfg.eval.every:
         return None
     from arc_lab.eval import run_eval
     from arc_lab.eval.metrics import flat_metrics
 
-    def eval_fn(model, tokenizer, step: int) -> dict[str, float]:
+    def eval_fn(model, step: int) -> dict[str, float]:
         e = cfg.eval
-        metrics = run_eval(backend="ours", model=model, tokenizer=tokenizer, tasks=list(e.tasks),
-                           num_fewshot=e.num_fewshot, limit=e.limit, data_dir=_data_dir(cfg),
-                           batch_size=e.batch_size, max_length=e.max_length, out_dir=None)
+        metrics = run_eval(e.backend if e.backend != "both" else "ours", model, tokenizer, tasks=list(e.tasks),
+                           num_fewshot=e.num_fewshot, limit=e.limit, data_dir=data_dir_of(cfg),
+                           batch_size=e.batch_size, max_length=e.max_length, out_dir=None, progress=False)
         return flat_metrics(metrics)
 
     return eval_fn
 
 
-def _data_dir(cfg: DictConfig) -> str | None:
+def data_dir_of(cfg: DictConfig) -> str | None:
     return cfg.data.data_dir or os.environ.get("ARC_LAB_DATA_DIR") or None
 
 
@@ -230,10 +238,15 @@ def run_pipeline(run: RunConfig, plan: list[DictConfig], run_dir: str | Path) ->
     write_provenance(run_dir, cfg)
     chain: list[dict] = []
     ref = root_ref(plan[0])
-    for stage_cfg in plan:
-        if stage_cfg.stage.name != "eval":
-            ref = ensure_stage(stage_cfg, ref, root, chain)
-    final = ensure_eval(cfg, ref, root, chain)
+    logger = cell_logger(cfg, run_dir)
+    try:
+        for stage_cfg in plan:
+            if stage_cfg.stage.name != "eval":
+                ref = ensure_stage(stage_cfg, ref, root, chain, cell_logger=logger)
+        final = ensure_eval(cfg, ref, root, chain)
+        logger.log_summary(_summary_metrics(final, chain))
+    finally:
+        logger.finish()
     write_json(run_dir / "chain.json", chain)
     _publish(final, run_dir)
     if ref.path is not None:
@@ -242,6 +255,35 @@ def run_pipeline(run: RunConfig, plan: list[DictConfig], run_dir: str | Path) ->
     atomic_write_text(run_dir / "summary.md", table + "\n")
     print(table)
     return _headline(final, list(run.eval.tasks))
+
+
+def cell_logger(cfg: DictConfig, run_dir: Path):
+    """This run's logger: ``metrics.jsonl`` in the run folder, plus W&B per ``logger.wandb``.
+
+    The W&B run id is a hash of the resolved config, so rerunning an interrupted cell continues its W&B
+    run; runs of one sweep share ``logger.group`` (default: the experiment name). Config is logged flat.
+    """
+    from arc_lab.train.loggers import config_run_id, make_logger
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    lg = cfg.logger
+    return make_logger(lg.wandb, lg.project, lg.entity, lg.group or cfg.name,
+                       f"{cfg.name}:{cfg.stage.name}-{cfg.objective.name}", config_run_id(container, prefix=cfg.name),
+                       container, run_dir, rank=int(os.environ.get("RANK", "0")))
+
+
+def _summary_metrics(final: Path, chain: list[dict]) -> dict[str, float]:
+    """``eval/<task>/acc``... of the final model, plus ``chain/<label>/<task>/acc``... of every model."""
+    import json
+
+    from arc_lab.eval.metrics import flat_metrics
+
+    out = flat_metrics(json.loads((final / "metrics.json").read_text()))
+    for c in chain:
+        if c["kind"] == "eval":
+            for k, v in flat_metrics(json.loads((Path(c["dir"]) / "metrics.json").read_text())).items():
+                out[f"chain/{c['label']}/{k.removeprefix('eval/')}"] = v
+    return out
 
 
 def _publish(eval_dir: Path, run_dir: Path) -> None:

@@ -1,0 +1,160 @@
+"""Train one stage: load its init model, build its data, run the shared loop, merge, save.
+
+Called by :mod:`arc_lab.pipeline` for a stage-cache miss (or an unfinished stage, which the loop
+resumes from ``<stage_dir>/train/checkpoints``). The objective's declared ``input_kind`` decides which
+training examples are built; nothing here branches on an objective's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from arc_lab.data.builders import (
+    arc_challenge_test_items,
+    build_lists,
+    build_pairs,
+    build_sft,
+    check_contamination,
+    cpt_texts,
+    pack_blocks,
+)
+from arc_lab.data.loaders import dataset_fingerprint, load_mc
+from arc_lab.data.records import MCItem
+from arc_lab.objectives import build_objective
+from arc_lab.objectives.base import InputKind
+from arc_lab.runinfo import config_hash, write_json
+
+log = logging.getLogger(__name__)
+
+
+def training_items(sources: list[str], *, data_dir: str | None, hub: bool, cap: int | None,
+                   seed: int) -> list[MCItem]:
+    """The *train* split of every source; ``cap`` keeps a seeded random subset per source."""
+    items: list[MCItem] = []
+    for source in sources:
+        rows = load_mc(source, "train", data_dir, hub=hub)
+        if cap is not None and len(rows) > cap:
+            rows = random.Random(seed).sample(rows, cap)
+        items.extend(rows)
+    return items
+
+
+def decontaminate(items: list[MCItem], *, data_dir: str | None, hub: bool, allow: bool) -> None:
+    """Refuse training questions equal to an ARC-Challenge test question (see data.allow_contamination).
+
+    Training only on the built-in set cannot contain ARC questions, so there the check runs when the
+    ARC-Challenge test file is available and is reported as skipped (loudly) when it is not.
+    """
+    builtin_only = all(item.source == "builtin" for item in items)
+    forbidden = arc_challenge_test_items(data_dir, hub=hub, required=not builtin_only)
+    check_contamination(items, forbidden, allow=allow)
+
+
+def build_examples(kind: InputKind, data: DictConfig, tokenizer, *, seq_len: int, seed: int,
+                   data_dir: str | None) -> tuple[Any, dict[str, Any]]:
+    """Training examples for an objective's input kind, plus a description for ``data.json``."""
+    info: dict[str, Any] = {"kind": kind.value}
+    if kind is InputKind.PACKED:
+        texts = cpt_texts(list(data.cpt_sources), data_dir, hub=data.hub)
+        if data.max_cpt_texts is not None:
+            texts = texts[: data.max_cpt_texts]
+        blocks = pack_blocks(texts, tokenizer, seq_len=seq_len)
+        info.update(sources=list(data.cpt_sources), documents=len(texts), blocks=int(blocks.shape[0]),
+                    seq_len=seq_len, fingerprint=config_hash(list(texts), n=16))
+        return blocks, info
+    items = training_items(list(data.train_sources), data_dir=data_dir, hub=data.hub,
+                           cap=data.max_items_per_source, seed=seed)
+    decontaminate(items, data_dir=data_dir, hub=data.hub, allow=data.allow_contamination)
+    builder = {InputKind.ANSWER: build_sft, InputKind.PAIR: build_pairs, InputKind.LIST: build_lists}[kind]
+    examples = builder(items)
+    info.update(sources=list(data.train_sources), questions=len(items), examples=len(examples),
+                fingerprints={s: dataset_fingerprint(s, "train", data_dir, hub=data.hub) for s in data.train_sources})
+    return examples, info
+
+
+#: last step logged into each run-level logger by the stages of its chain (see PrefixLogger)
+_CHAIN_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class PrefixLogger:
+    """Forward ``log`` calls to another logger with a key prefix (``cpt/loss``, ``cpt→dpo/loss``).
+
+    The stages of a chain share one run-level logger, and W&B drops steps that do not increase (and
+    ``metrics.jsonl`` keeps the last line per step): step ``s`` of a stage is logged at ``offset + s``,
+    ``offset`` being the last step an earlier stage logged into ``inner``; ``<prefix>step`` keeps ``s``.
+    """
+
+    def __init__(self, inner, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+        self.offset = _CHAIN_STEPS.get(inner, 0)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        out = {f"{self.prefix}{k}": v for k, v in metrics.items() if k != "step"}
+        out[f"{self.prefix}step"] = step
+        _CHAIN_STEPS[self.inner] = max(_CHAIN_STEPS.get(self.inner, 0), self.offset + step)
+        self.inner.log(out, self.offset + step)
+
+
+class FanOut:
+    """Send ``log`` calls to several loggers."""
+
+    def __init__(self, *loggers) -> None:
+        self.loggers = [lg for lg in loggers if lg is not None]
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        metrics = {k: v for k, v in metrics.items() if k != "step"}  # the step travels as the argument
+        for lg in self.loggers:
+            lg.log(metrics, step)
+
+
+def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_logger=None) -> dict[str, Any]:
+    """Train ``cfg``'s stage from ``parent`` (a :class:`arc_lab.pipeline.ModelRef`) into ``stage_dir``.
+
+    Writes ``data.json``, ``metrics.jsonl`` (training curve), ``train/checkpoints/`` (resumable),
+    ``model/`` (standalone checkpoint, LoRA merged) and ``train.json`` (summary).
+    """
+    from arc_lab.pipeline import data_dir_of, load_ref, periodic_eval_fn
+    from arc_lab.train.deepspeed_engine import make_stepper_factory
+    from arc_lab.train.loggers import JsonlLogger
+    from arc_lab.train.loop import train
+    from arc_lab.train.merge import merge
+
+    objective = build_objective(**OmegaConf.to_container(cfg.objective, resolve=True))
+    model, tok = load_ref(cfg, parent)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    stage = cfg.stage
+    examples, info = build_examples(objective.input_kind, cfg.data, tok, seq_len=stage.seq_len, seed=cfg.seed,
+                                    data_dir=data_dir_of(cfg))
+    write_json(stage_dir / "data.json", info)
+    log.info("stage %s: %s", label, info)
+    optim = OmegaConf.to_object(stage.optim)
+    local = JsonlLogger(stage_dir)
+    logger = FanOut(local, PrefixLogger(cell_logger, f"{label}/") if cell_logger else None)
+    eval_fn = periodic_eval_fn(cfg, tok)
+    result = train(model, tok, objective, examples, optim=optim, out_dir=stage_dir / "train", seq_len=stage.seq_len,
+                   lora=OmegaConf.to_object(stage.lora), append_eos=stage.append_eos,
+                   precompute_reference=stage.precompute_reference, logger=logger, eval_fn=eval_fn,
+                   eval_every=cfg.eval.every,
+                   stepper_factory=make_stepper_factory(OmegaConf.to_container(stage.deepspeed) if stage.deepspeed
+                                                        else None, micro_batch_size=optim.batch_size,
+                                                        precision=optim.precision))
+    local.finish()
+    merge(result.model, tok, stage_dir / "model", dtype=stage.merge_dtype)
+    # The stage is complete once model/ exists; its optimizer-state checkpoints (3x the weights for a
+    # full fine-tune) are no longer needed for resuming.
+    shutil.rmtree(stage_dir / "train" / "checkpoints", ignore_errors=True)
+    log.info("stage %s: removed training checkpoints after writing %s", label, stage_dir / "model")
+    summary = {"label": label, "steps": result.steps, "resumed_from": result.resumed_from,
+               "reference": result.reference, "truncated": result.truncated, "tokens_seen": result.tokens_seen,
+               "wall_s": result.wall_s, "last": result.last}
+    write_json(stage_dir / "train.json", summary)
+    return summary
