@@ -55,7 +55,11 @@ def test_jsonl_append_on_resume_last_line_wins(tmp_path):
 def test_jsonl_rejects_reserved_and_non_numeric(tmp_path):
     lg = JsonlLogger(tmp_path)
     with pytest.raises(ValueError, match="reserved"):
-        lg.log({"step": 1.0}, step=1)
+        lg.log({"time": 1.0}, step=1)
+    with pytest.raises(ValueError, match="step=2"):
+        lg.log({"step": 2, "loss": 1.0}, step=1)
+    lg.log({"step": 1, "loss": 1.0}, step=1)  # the loop's records carry their step
+    assert read_metrics(tmp_path / "metrics.jsonl")[0][0]["loss"] == 1.0
     with pytest.raises(TypeError, match="'acc'"):
         lg.log({"acc": "high"}, step=1)
     with pytest.raises(TypeError):

@@ -118,12 +118,23 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _drop_step(metrics: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """The loop's records carry their own ``step``: drop it when it agrees with ``step``, refuse otherwise."""
+    metrics = dict(metrics)
+    if "step" in metrics:
+        own = metrics.pop("step")
+        if int(own) != int(step):
+            raise ValueError(f"metrics carry step={own} but were logged at step={step}")
+    return metrics
+
+
 # ------------------------------------------------------------------------------------------ loggers
 class Logger:
     """Base class: ``log``, ``log_summary``, ``finish``; usable as a context manager (finishes on exit)."""
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:  # pragma: no cover - interface
-        """Record ``metrics`` (name -> number) at optimizer step ``step``."""
+        """Record ``metrics`` (name -> number) at optimizer step ``step``; a ``"step"`` entry in
+        ``metrics`` (the loop's records have one) must equal ``step`` and is not logged twice."""
         raise NotImplementedError
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:  # pragma: no cover - interface
@@ -179,6 +190,7 @@ class JsonlLogger(Logger):
         self._fh.flush()
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        metrics = _drop_step(metrics, step)
         clash = [k for k in metrics if k in RESERVED_KEYS]
         if clash:
             raise ValueError(f"metric names {clash} are reserved by metrics.jsonl ({RESERVED_KEYS})")
@@ -300,6 +312,7 @@ class WandbLogger(Logger):
         self._saved_env = {}
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        metrics = _drop_step(metrics, step)
         self.run.log({k: _scalar(k, v) for k, v in metrics.items()}, step=int(step))
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
