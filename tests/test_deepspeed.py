@@ -172,6 +172,16 @@ def test_zero2_two_processes_torchrun(tmp_path):
     }
 
 
+@pytest.mark.slow
+def test_zero2_in_the_shared_loop(tmp_path):
+    (res,) = _run_worker([sys.executable, str(Path(__file__)), str(tmp_path), "loop"], tmp_path, world=1)
+    assert res["ckpt_has_deepspeed"]
+    assert len(res["ds_losses"]) == 3
+    assert res["ds_losses"] == pytest.approx(res["torch_losses"], abs=1e-6)
+    assert res["max_diff_vs_torch"] < 1e-5
+    assert res["resumed_from"] == 2 and res["resume_max_diff"] == 0.0  # exact resume through the engine
+
+
 # -------------------------------------------------------------------------------------- worker
 def _tiny_lora_model():
     import torch
@@ -289,8 +299,80 @@ def worker(out_dir: Path) -> None:
         torch.distributed.barrier()
 
 
+def _loop_run(out_dir: Path, factory, cache: Path):
+    from arc_lab.config import LoraConfig, OptimConfig
+    from arc_lab.data.builders import build_pairs
+    from arc_lab.data.builtin import builtin_items
+    from arc_lab.models import load_model
+    from arc_lab.objectives.dpo import DPOLoss
+    from arc_lab.train.loop import train
+
+    tiny = {
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "num_kv_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 256,
+    }
+    model, tok = load_model(source="random", arch="llama", tiny=tiny, seed=0)
+    pairs = build_pairs(builtin_items("train")[:4])
+    optim = OptimConfig(
+        lr=5e-2,
+        max_steps=3,
+        batch_size=2,
+        grad_accum=2,
+        warmup_ratio=0.0,
+        log_every=1,
+        save_every=1,
+        scheduler="constant",
+    )
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    return train(
+        model,
+        tok,
+        DPOLoss(beta=0.1),
+        pairs,
+        optim=optim,
+        out_dir=out_dir,
+        seq_len=128,
+        lora=lora,
+        precompute_reference=True,
+        cache_dir=cache,
+        stepper_factory=factory,
+        progress=False,
+    )
+
+
+def loop_worker(out_dir: Path) -> None:
+    """The shared loop (arc_lab.train.loop.train) with the DeepSpeed stepper vs the plain-torch one,
+    and a resume after a simulated kill (the newest checkpoint deleted)."""
+    import shutil
+
+    from arc_lab.train.deepspeed_engine import deepspeed_stepper_factory
+
+    ds = deepspeed_stepper_factory(_preset(), micro_batch_size=2, precision="fp32")
+    full = _loop_run(out_dir / "ds", ds, out_dir / "cache")
+    plain = _loop_run(out_dir / "torch", torch_stepper, out_dir / "cache")
+    shutil.rmtree(out_dir / "ds" / "checkpoints" / "step-000003")
+    resumed = _loop_run(out_dir / "ds", ds, out_dir / "cache")
+    a, b, c = (_trainable(r.model) for r in (full, plain, resumed))
+    result = {
+        "ds_losses": [h["loss"] for h in full.history if "loss" in h],
+        "torch_losses": [h["loss"] for h in plain.history if "loss" in h],
+        "max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
+        "resumed_from": resumed.resumed_from,
+        "resume_max_diff": max(float((a[n] - c[n]).abs().max()) for n in a),
+        "ckpt_has_deepspeed": (full.checkpoint / "deepspeed").is_dir(),
+    }
+    (out_dir / "rank0.json").write_text(json.dumps(result, indent=1))
+
+
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]))
+    if sys.argv[2:] == ["loop"]:
+        loop_worker(Path(sys.argv[1]))
+    else:
+        worker(Path(sys.argv[1]))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # avoids the occasional gloo abort at interpreter exit (platform notes)
