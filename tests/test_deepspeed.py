@@ -106,7 +106,8 @@ def test_launcher_presets_are_global_packages():
 
 def test_ensure_distributed_env(monkeypatch, tmp_path):
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_EXTENSIONS_DIR"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # recorded, so teardown removes what ensure_distributed_env sets
+        monkeypatch.delenv(var)
     monkeypatch.setenv("ARC_LAB_CACHE", str(tmp_path))
     assert ensure_distributed_env() is True
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"]) == (
