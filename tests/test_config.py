@@ -34,11 +34,11 @@ def run_config(overrides: list[str]):
     return cfg, to_run_config(cfg)
 
 
-@pytest.mark.parametrize("group,fit", [("model", []), ("data", []), ("eval", []), ("logger", [])])
-def test_every_simple_preset_composes(hydra_ctx, group, fit):
+@pytest.mark.parametrize("group", ["model", "data", "eval", "logger", "launcher"])
+def test_every_simple_preset_composes(hydra_ctx, group):
     for name in options(group):
-        _, run = run_config([f"{group}={name}"])
-        assert getattr(run, group) is not None
+        cfg, run = run_config([f"{group}={name}"])
+        assert cfg[group if group != "launcher" else "stage"] is not None
 
 
 def test_every_stage_preset_composes_with_a_fitting_objective(hydra_ctx):
