@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 PAD_ID = 0  # lm-eval pads with token id 0; padded positions never influence real ones
-KV_BUDGET_BYTES = 512 * 2**20  # max size of one gathered per-choice KV cache in the choice pass
 
 
 @dataclass
@@ -73,7 +72,7 @@ def resolve_max_length(model, tokenizer=None, default: int = 2048) -> int:
 
 
 def score_questions(model, questions: list[Question], *, max_length: int, batch_size: int = 8,
-                    progress: bool = True, kv_budget_bytes: int = KV_BUDGET_BYTES) -> list[Scored]:
+                    progress: bool = True) -> list[Scored]:
     """Summed continuation log-likelihoods of every choice of every question.
 
     Args:
@@ -83,7 +82,6 @@ def score_questions(model, questions: list[Question], *, max_length: int, batch_
         batch_size: questions per context pass (full-sequence fallback: sequences per pass). Results do not
             depend on it beyond floating-point rounding.
         progress: show a tqdm bar (items/s).
-        kv_budget_bytes: cap on the gathered KV cache per choice-pass chunk.
 
     Returns:
         One :class:`Scored` per question, in input order.
@@ -101,7 +99,7 @@ def score_questions(model, questions: list[Question], *, max_length: int, batch_
         order = sorted(shared, key=lambda qi: (-len(questions[qi].context), qi))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            _score_shared(model, questions, chunk, shared, out, window, kv_budget_bytes)
+            _score_shared(model, questions, chunk, shared, out, window)
             bar.update(sum(1 for qi in chunk if len(shared[qi]) == len(questions[qi].continuations)))
         _score_full(model, questions, full, out, max_length, batch_size)
         bar.update(len({qi for qi, _ in full}))
@@ -132,64 +130,70 @@ def _split_requests(questions: list[Question], max_length: int, window: int | No
     return shared, full
 
 
-def _score_shared(model, questions, chunk, shared, out, window, kv_budget_bytes) -> None:
-    """Context pass for the questions in ``chunk``, then their shareable choices on the gathered cache."""
+def _score_shared(model, questions, chunk, shared, out, window) -> None:
+    """Context pass for the questions in ``chunk``, then all their shareable choices on its KV cache."""
     ctx_lens = [len(questions[qi].context) for qi in chunk]
-    longest_cont = max(len(questions[qi].continuations[j]) for qi in chunk for j in shared[qi])
-    if window is not None and max(ctx_lens) + longest_cont - 1 > window and len(chunk) > 1:
+    feeds = [[questions[qi].continuations[j][:-1] for j in shared[qi]] for qi in chunk]
+    longest = max(sum(len(f) for f in fs) for fs in feeds)
+    if window is not None and max(ctx_lens) + longest > window and len(chunk) > 1:
         for qi in chunk:  # padding to the batch's longest context would push keys out of the window
-            _score_shared(model, questions, [qi], shared, out, window, kv_budget_bytes)
+            _score_shared(model, questions, [qi], shared, out, window)
         return
     device = model.device
     ids = _right_pad([questions[qi].context for qi in chunk], device)  # (B, P)
     last = torch.tensor(ctx_lens, device=device).sub(1).unsqueeze(1)  # (B, 1)
     res = model(input_ids=ids, use_cache=True, logits_to_keep=last)
     first_lp = F.log_softmax(res.logits[:, 0, :], dim=-1)  # (B, V), in the logits' dtype like lm-eval
-    cache = res.cache
-    rows = [(b, qi, j) for b, qi in enumerate(chunk) for j in shared[qi]]
-    tail = {}  # (qi, j) -> (m-1,) log-probs of continuation tokens 1..m-1
-    multi = [r for r in rows if len(questions[r[1]].continuations[r[2]]) > 1]
-    if multi:
-        per_row = _kv_bytes_per_token(cache) * ids.shape[1]
-        step = max(1, kv_budget_bytes // max(1, per_row))
-        for s in range(0, len(multi), step):
-            tail.update(_choice_pass(model, questions, multi[s:s + step], cache, ctx_lens, ids.shape[1]))
-    for b, qi, j in rows:
-        cont = questions[qi].continuations[j]
-        first = first_lp[b, cont[0]].reshape(1)
-        vals = torch.cat([first, tail[(qi, j)]]) if len(cont) > 1 else first
-        out[qi].loglikelihoods[j] = float(vals.sum())
+    tails = _choice_pass(model, feeds, res.cache, ctx_lens, ids.shape[1]) if longest else None
+    for b, qi in enumerate(chunk):
+        offset = 0
+        for j in shared[qi]:
+            cont = questions[qi].continuations[j]
+            vals = first_lp[b, cont[0]].reshape(1)
+            if len(cont) > 1:
+                target = torch.tensor(cont[1:], device=device).unsqueeze(-1)  # (m-1, 1)
+                tail = tails[b, offset:offset + len(cont) - 1].gather(-1, target).squeeze(-1)
+                vals = torch.cat([vals, tail])
+                offset += len(cont) - 1
+            out[qi].loglikelihoods[j] = float(vals.sum())
 
 
-def _choice_pass(model, questions, rows, cache, ctx_lens, pad_len):
-    """Score ``choice[1:]`` of each row on its question's cached context.
+def _choice_pass(model, feeds: list[list[list[int]]], cache, ctx_lens: list[int], pad_len: int) -> torch.Tensor:
+    """Log-probs of every choice token after the first, all choices of a question packed in one row.
 
-    Shapes: R rows, P = ``pad_len`` cached positions, C = longest ``choice[:-1]``. The gathered cache is
-    (R, kv_heads, P, head_dim) per layer; ``attention_mask`` is (R, P + C); ``position_ids`` (R, C).
+    Row b holds ``choice[:-1]`` of each of its question's choices back to back (S = longest packing). A 4-D
+    additive mask lets each packed token see its own question's context (cached positions < ``ctx_lens[b]``;
+    the cache is right-padded to P = ``pad_len``) and the earlier tokens of its own choice only, and position
+    ids restart at ``ctx_lens[b]`` for every choice, so each choice is computed exactly as if it followed
+    the context alone. The cache is not copied per choice.
+
+    Args:
+        feeds: per row, per shareable choice, the fed tokens ``choice[:-1]`` (possibly empty).
+        cache: the context pass's ``DynamicCache``, batch B = ``len(feeds)``, length P.
+
+    Returns:
+        (B, S, V) log-probs; row b, packed slot s predicts the token after the one fed at s.
     """
-    device = model.device
-    feeds = [questions[qi].continuations[j][:-1] for _, qi, j in rows]
-    ids = _right_pad(feeds, device)  # (R, C)
-    c = ids.shape[1]
-    mask = torch.zeros(len(rows), pad_len + c, dtype=torch.long, device=device)
-    for r, ((b, _, _), feed) in enumerate(zip(rows, feeds, strict=True)):
-        mask[r, :ctx_lens[b]] = 1
-        mask[r, pad_len:pad_len + len(feed)] = 1
-    starts = torch.tensor([ctx_lens[b] for b, _, _ in rows], device=device).unsqueeze(1)
-    pos = starts + torch.arange(c, device=device).unsqueeze(0)  # (R, C)
-    index = torch.tensor([b for b, _, _ in rows], device=device)
-    from transformers import DynamicCache
-
-    rows_cache = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, index), layer.values.index_select(0, index))
-                                              for layer in cache.layers])
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=rows_cache,
-                   use_cache=True).logits  # (R, C, V)
-    lp = F.log_softmax(logits, dim=-1)
-    result = {}
-    for r, (_, qi, j) in enumerate(rows):
-        target = torch.tensor(questions[qi].continuations[j][1:], device=device)
-        result[(qi, j)] = lp[r, :len(target)].gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return result
+    device, dtype = model.device, model.dtype
+    flat = [[t for f in fs for t in f] for fs in feeds]
+    ids = _right_pad([f or [PAD_ID] for f in flat], device)  # (B, S)
+    b_size, s_len = ids.shape
+    allowed = torch.zeros(b_size, s_len, pad_len + s_len, dtype=torch.bool)
+    pos = torch.zeros(b_size, s_len, dtype=torch.long)
+    for b, fs in enumerate(feeds):
+        allowed[b, :, :ctx_lens[b]] = True  # every packed token (and padding) sees the context
+        offset = 0
+        for f in fs:
+            n = len(f)
+            seg = slice(offset, offset + n)
+            allowed[b, seg, pad_len + offset:pad_len + offset + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            pos[b, seg] = torch.arange(ctx_lens[b], ctx_lens[b] + n)
+            offset += n
+    # additive form works for both eager (adds it) and SDPA (float masks are added too)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    logits = model(input_ids=ids, attention_mask=mask[:, None].to(device), position_ids=pos.to(device),
+                   cache=cache, use_cache=True).logits  # (B, S, V)
+    return F.log_softmax(logits, dim=-1)
 
 
 def _score_full(model, questions, full, out, max_length, batch_size) -> None:
@@ -221,12 +225,3 @@ def _right_pad(seqs: list[list[int]], device) -> torch.Tensor:
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
     return ids
-
-
-def _kv_bytes_per_token(cache) -> int:
-    """Bytes one cached position takes for one batch row, over all layers (keys + values)."""
-    total = 0
-    for layer in cache.layers:
-        k, v = layer.keys, layer.values  # (B, kv_heads, P, head_dim)
-        total += k.shape[1] * k.shape[3] * k.element_size() + v.shape[1] * v.shape[3] * v.element_size()
-    return total
