@@ -101,7 +101,7 @@ def run_lm_eval(model, tokenizer, task_items: dict[str, tuple[Sequence[MCItem], 
     out: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="arclab_lmeval_") as tmp:
         names = {t: write_task(t, ev, pool, Path(tmp)) for t, (ev, pool) in task_items.items()}
-        tm = TaskManager(include_path=tmp)
+        tm = TaskManager(include_path=tmp, include_defaults=False)  # indexing the ~10k built-in YAMLs costs ~30 s
         for n in sorted(set(num_fewshot[t] for t in task_items)):
             tasks = [t for t in task_items if num_fewshot[t] == n]
             res = lm_eval.simple_evaluate(model=lm, tasks=[names[t] for t in tasks], num_fewshot=n, limit=limit,
