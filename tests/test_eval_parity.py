@@ -201,15 +201,14 @@ def test_batch_size_invariance(tiny, data_dir):
             assert (a["acc"], a["acc_norm"], a["context_hash"]) == (b["acc"], b["acc_norm"], b["context_hash"])
 
 
-def test_engine_matches_plain_full_sequence_scoring(tiny):
-    """Prefix-shared scores vs one plain forward per (context + choice), lm-eval's arithmetic, no batching."""
-    model, _ = tiny
-    g = torch.Generator().manual_seed(0)
-    qs = []
-    for n_ctx, conts in ((30, [1, 3, 2, 7]), (5, [1, 1, 1]), (52, [4, 1, 2, 2, 9]), (17, [2])):
-        ctx = torch.randint(1, 1000, (n_ctx,), generator=g).tolist()
-        qs.append(Question(ctx, [torch.randint(1, 1000, (m,), generator=g).tolist() for m in conts]))
-    got = score_questions(model, qs, max_length=2048, batch_size=3, progress=False)
+def _random_questions(shapes, seed=0) -> list[Question]:
+    g = torch.Generator().manual_seed(seed)
+    return [Question(torch.randint(1, 1000, (n_ctx,), generator=g).tolist(),
+                     [torch.randint(1, 1000, (m,), generator=g).tolist() for m in conts]) for n_ctx, conts in shapes]
+
+
+def _assert_matches_plain(model, qs, got) -> None:
+    """One plain forward per (context + choice), lm-eval's arithmetic, no batching, no cache."""
     with torch.inference_mode():
         for q, s in zip(qs, got, strict=True):
             for cont, ll in zip(q.continuations, s.loglikelihoods, strict=True):
@@ -217,3 +216,24 @@ def test_engine_matches_plain_full_sequence_scoring(tiny):
                 lp = torch.log_softmax(model(inp).logits[0, -len(cont):], dim=-1)
                 ref = float(lp.gather(-1, torch.tensor(cont)[:, None]).sum())
                 assert abs(ref - ll) < TOL
+
+
+def test_engine_matches_plain_full_sequence_scoring(tiny):
+    model, _ = tiny
+    qs = _random_questions([(30, [1, 3, 2, 7]), (5, [1, 1, 1]), (52, [4, 1, 2, 2, 9]), (17, [2])])
+    got = score_questions(model, qs, max_length=2048, batch_size=3, progress=False)
+    _assert_matches_plain(model, qs, got)
+
+
+def test_engine_sliding_window_falls_back(tiny):
+    """With a window shorter than some context + choice, those choices take the full path (exact sliding mask)
+    and the others still share; both match plain scoring."""
+    model, _ = tiny
+    old = model.config.sliding_window
+    model.config.sliding_window = 24
+    try:
+        qs = _random_questions([(30, [1, 3]), (5, [1, 4, 2]), (20, [2, 6, 1]), (40, [3])], seed=1)
+        got = score_questions(model, qs, max_length=2048, batch_size=4, progress=False)
+        _assert_matches_plain(model, qs, got)
+    finally:
+        model.config.sliding_window = old

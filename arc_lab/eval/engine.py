@@ -99,7 +99,7 @@ def score_questions(model, questions: list[Question], *, max_length: int, batch_
         order = sorted(shared, key=lambda qi: (-len(questions[qi].context), qi))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            _score_shared(model, questions, chunk, shared, out, window)
+            _score_shared(model, questions, chunk, shared, out)
             bar.update(sum(1 for qi in chunk if len(shared[qi]) == len(questions[qi].continuations)))
         _score_full(model, questions, full, out, max_length, batch_size)
         bar.update(len({qi for qi, _ in full}))
@@ -122,7 +122,9 @@ def _split_requests(questions: list[Question], max_length: int, window: int | No
                 raise ValueError(f"question {qi} choice {j}: continuation of {len(cont)} tokens exceeds "
                                  f"max_length={max_length} (lm-eval asserts on this too)")
             total = len(q.context) + len(cont)
-            fits = total <= max_length + 1 and (window is None or total - 1 <= window)
+            # a sliding window must never bite on the shared path: the choice pass's 4-D mask does not model
+            # it, and a sliding cache layer drops keys older than the window (strict `<`: one token of margin)
+            fits = total <= max_length + 1 and (window is None or total < window)
             if fits:
                 shared.setdefault(qi, []).append(j)
             else:
@@ -130,15 +132,11 @@ def _split_requests(questions: list[Question], max_length: int, window: int | No
     return shared, full
 
 
-def _score_shared(model, questions, chunk, shared, out, window) -> None:
+def _score_shared(model, questions, chunk, shared, out) -> None:
     """Context pass for the questions in ``chunk``, then all their shareable choices on its KV cache."""
     ctx_lens = [len(questions[qi].context) for qi in chunk]
     feeds = [[questions[qi].continuations[j][:-1] for j in shared[qi]] for qi in chunk]
     longest = max(sum(len(f) for f in fs) for fs in feeds)
-    if window is not None and max(ctx_lens) + longest > window and len(chunk) > 1:
-        for qi in chunk:  # padding to the batch's longest context would push keys out of the window
-            _score_shared(model, questions, [qi], shared, out, window)
-        return
     device = model.device
     ids = _right_pad([questions[qi].context for qi in chunk], device)  # (B, P)
     last = torch.tensor(ctx_lens, device=device).sub(1).unsqueeze(1)  # (B, 1)
