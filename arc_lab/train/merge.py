@@ -29,7 +29,7 @@ def merge(model: nn.Module, tokenizer, out_dir: str | Path, *, dtype: str = "flo
     """Merge a LoRA adapter (if any) and save a standalone ``save_pretrained`` checkpoint + tokenizer.
 
     The LoRA model is consumed: its base layers receive the merged weights and the adapter layers are
-    removed (no copy of a 7B model is made). Keep the adapter checkpoint (``out_dir`` of ``train``) if
+    removed (no copy of a 7B model is made); a plain model is cast to ``dtype`` in place. Keep the adapter checkpoint (``out_dir`` of ``train``) if
     the unmerged model is still needed.
 
     Args:
