@@ -122,7 +122,7 @@ class OptimConfig:
     scheduler: str = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    #: fp32 | bf16 (autocast on GPU; bf16 weights on CPU)
+    #: fp32 | bf16 (bf16 autocast on GPU and CPU alike; weights and optimizer state stay fp32)
     precision: str = "fp32"
     seed: int = 0
     log_every: int = 10
