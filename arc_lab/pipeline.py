@@ -17,10 +17,13 @@ stage and evaluation with its cache path), the final model's ``metrics.json`` an
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,19 +141,46 @@ def ensure_stage(cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict
     stage_dir = root / "stages" / h
     ref = ModelRef(key=f"stage:{h}", label=label, path=stage_dir / "model")
     _maybe_eval(cfg, parent, root, chain, when="before")
+    offset = sum(c["steps"] for c in chain if c["kind"] == "stage")  # W&B steps continue along the chain
     cached = (stage_dir / "DONE").is_file()
+    if not cached:
+        with _stage_lock(stage_dir, label):
+            cached = (stage_dir / "DONE").is_file()  # a parallel job may have trained it meanwhile
+            if not cached:
+                log.info("stage cache miss: training %s (%s) in %s", label, h, stage_dir)
+                write_provenance(stage_dir, cfg, stage_hash=h, init=parent.key)
+                from arc_lab.stage import train_stage
+
+                train_stage(cfg, parent, stage_dir, label=label, cell_logger=cell_logger, step_offset=offset)
+                atomic_write_text(stage_dir / "DONE", h + "\n")
     if cached:
         log.info("stage cache hit: %s (%s) -> %s", label, h, stage_dir)
-    else:
-        log.info("stage cache miss: training %s (%s) in %s", label, h, stage_dir)
-        write_provenance(stage_dir, cfg, stage_hash=h, init=parent.key)
-        from arc_lab.stage import train_stage
-
-        train_stage(cfg, parent, stage_dir, label=label, cell_logger=cell_logger)
-        atomic_write_text(stage_dir / "DONE", h + "\n")
-    chain.append({"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached})
+    steps = json.loads((stage_dir / "train.json").read_text())["steps"]
+    chain.append({"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached,
+                  "steps": steps})
     _maybe_eval(cfg, ref, root, chain, when="after")
     return ref
+
+
+@contextlib.contextmanager
+def _stage_lock(stage_dir: Path, label: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``stage_dir`` while training it, so that sweep jobs running in parallel
+    (``hydra/launcher=submitit_local`` / ``slurm_gpu``) that need the same stage train it once: the others
+    wait, then reuse it. The kernel releases the lock when a job dies. Not taken in multi-process
+    (DeepSpeed/torchrun) runs, whose ranks train the stage together."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        yield
+        return
+    import fcntl
+
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    with open(stage_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("stage %s is being trained by another job (%s): waiting for it", label, stage_dir)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -176,10 +206,27 @@ def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -
         log.info("eval cache hit: %s (%s)", ref.label, eval_dir)
     else:
         model, tok = load_ref(cfg, ref)
-        run_eval_to(cfg, model, tok, eval_dir)
+        # written aside and renamed into place: metrics.json (the cache marker) and samples/ appear together,
+        # never half-written by a killed run or interleaved with a parallel job evaluating the same model
+        tmp = eval_dir.with_name(f".{h}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        run_eval_to(cfg, model, tok, tmp)
         del model
+        _publish_dir(tmp, eval_dir)
     chain.append({"kind": "eval", "label": ref.label, "model": ref.key, "dir": str(eval_dir), "cached": cached})
     return eval_dir
+
+
+def _publish_dir(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; when a parallel job got there first, keep its (identical) result."""
+    try:
+        os.replace(tmp, final)
+    except OSError:  # final exists and is not empty
+        if not (final / "metrics.json").is_file():  # a leftover without the marker: replace it
+            shutil.rmtree(final)
+            os.replace(tmp, final)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_eval_to(cfg: DictConfig, model, tok, out_dir: Path) -> dict:

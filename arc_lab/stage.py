@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 import shutil
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -80,26 +79,21 @@ def build_examples(kind: InputKind, data: DictConfig, tokenizer, *, seq_len: int
     return examples, info
 
 
-#: last step logged into each run-level logger by the stages of its chain (see PrefixLogger)
-_CHAIN_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 class PrefixLogger:
     """Forward ``log`` calls to another logger with a key prefix (``cpt/loss``, ``cpt→dpo/loss``).
 
-    The stages of a chain share one run-level logger, and W&B drops steps that do not increase (and
+    The stages of a chain share the run's logger, and W&B drops steps that do not increase (and
     ``metrics.jsonl`` keeps the last line per step): step ``s`` of a stage is logged at ``offset + s``,
-    ``offset`` being the last step an earlier stage logged into ``inner``; ``<prefix>step`` keeps ``s``.
+    ``offset`` being the optimizer steps of the stages before it in the chain (trained now or reused from
+    the cache, so a rerun of an interrupted cell logs at the same steps); ``<prefix>step`` keeps ``s``.
     """
 
-    def __init__(self, inner, prefix: str) -> None:
-        self.inner, self.prefix = inner, prefix
-        self.offset = _CHAIN_STEPS.get(inner, 0)
+    def __init__(self, inner, prefix: str, offset: int = 0) -> None:
+        self.inner, self.prefix, self.offset = inner, prefix, offset
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         out = {f"{self.prefix}{k}": v for k, v in metrics.items() if k != "step"}
         out[f"{self.prefix}step"] = step
-        _CHAIN_STEPS[self.inner] = max(_CHAIN_STEPS.get(self.inner, 0), self.offset + step)
         self.inner.log(out, self.offset + step)
 
 
@@ -115,11 +109,13 @@ class FanOut:
             lg.log(metrics, step)
 
 
-def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_logger=None) -> dict[str, Any]:
+def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_logger=None,
+                step_offset: int = 0) -> dict[str, Any]:
     """Train ``cfg``'s stage from ``parent`` (a :class:`arc_lab.pipeline.ModelRef`) into ``stage_dir``.
 
     Writes ``data.json``, ``metrics.jsonl`` (training curve), ``train/checkpoints/`` (resumable),
-    ``model/`` (standalone checkpoint, LoRA merged) and ``train.json`` (summary).
+    ``model/`` (standalone checkpoint, LoRA merged) and ``train.json`` (summary). ``cell_logger`` (the
+    run's logger) gets the curve too, as ``<label>/<metric>`` at step ``step_offset + step``.
     """
     from arc_lab.pipeline import data_dir_of, load_ref, periodic_eval_fn
     from arc_lab.train.deepspeed_engine import make_stepper_factory
@@ -138,7 +134,7 @@ def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_lo
     log.info("stage %s: %s", label, info)
     optim = OmegaConf.to_object(stage.optim)
     local = JsonlLogger(stage_dir)
-    logger = FanOut(local, PrefixLogger(cell_logger, f"{label}/") if cell_logger else None)
+    logger = FanOut(local, PrefixLogger(cell_logger, f"{label}/", step_offset) if cell_logger else None)
     eval_fn = periodic_eval_fn(cfg, tok)
     result = train(model, tok, objective, examples, optim=optim, out_dir=stage_dir / "train", seq_len=stage.seq_len,
                    lora=OmegaConf.to_object(stage.lora), append_eos=stage.append_eos,
