@@ -1,0 +1,114 @@
+"""Hydra launcher presets (conf/hydra/launcher): the SLURM preset composes with the submitit plugin's schema,
+and ``hydra/launcher=submitit_local`` runs a real (tiny, eval-only) sweep cell in a submitit job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from arc_lab.config import register_configs
+
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+register_configs()
+SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
+
+
+@pytest.fixture()
+def hydra_ctx():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def launcher(overrides: list[str]):
+    cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    return cfg, cfg.hydra.launcher
+
+
+def test_slurm_gpu_preset_composes(hydra_ctx):
+    cfg, lc = launcher(
+        ["hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu", "experiment=ablation_cpu"]
+    )
+    assert lc._target_ == f"{SUBMITIT}.SlurmLauncher"
+    assert (lc.partition, lc.gpus_per_node, lc.tasks_per_node, lc.nodes) == ("gpu", 1, 1, 1)
+    assert lc.timeout_min >= 60 and lc.cpus_per_task >= 1 and lc.mem_gb >= 16
+    assert lc.max_num_timeout == 0  # a rerun resumes (stage cache + checkpoints); no silent requeue
+    assert lc.name == "arc_lab_ablation_cpu"  # interpolates the experiment name
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == "slurm_gpu"
+    assert set(OmegaConf.to_container(lc)) >= {"qos", "account", "gres", "additional_parameters", "setup"}
+
+
+def test_slurm_gpu_partition_comes_from_the_environment(hydra_ctx, monkeypatch):
+    monkeypatch.delenv("ARC_LAB_SLURM_PARTITION", raising=False)
+    assert launcher(["hydra/launcher=slurm_gpu"])[1].partition is None  # the cluster's default partition
+    monkeypatch.setenv("ARC_LAB_SLURM_PARTITION", "h100")
+    assert launcher(["hydra/launcher=slurm_gpu"])[1].partition == "h100"
+    assert launcher(["hydra/launcher=slurm_gpu", "hydra.launcher.partition=a100"])[1].partition == "a100"
+
+
+def test_slurm_gpu_fields_override_and_are_typed(hydra_ctx):
+    _, lc = launcher(
+        [
+            "hydra/launcher=slurm_gpu",
+            "hydra.launcher.partition=a100",
+            "hydra.launcher.timeout_min=1440",
+            "hydra.launcher.gpus_per_node=2",
+            "+hydra.launcher.additional_parameters.mail-type=END",
+        ]
+    )
+    assert (lc.timeout_min, lc.gpus_per_node, lc.additional_parameters["mail-type"]) == (1440, 2, "END")
+    with pytest.raises(Exception, match="timeout_min"):
+        launcher(["hydra/launcher=slurm_gpu", "hydra.launcher.timeout_min=forever"])
+
+
+def test_submitit_local_composes(hydra_ctx):
+    _, lc = launcher(["hydra/launcher=submitit_local"])
+    assert lc._target_ == f"{SUBMITIT}.LocalLauncher"
+    assert lc.submitit_folder.endswith("_default/.submitit/%j")  # inside the sweep folder
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_cells_in_parallel_sharing_one_cpt(tmp_path):
+    """Two cells run as parallel submitit jobs and both need the same CPT stage: one trains it, the other
+    reuses it (waiting on the stage lock while it trains); each evaluation is published once, complete."""
+    args = [
+        sys.executable,
+        "-m",
+        "arc_lab",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "experiment=ablation_cpu",
+        "model=tiny_llama",
+        "hydra.sweeper.params.chain='cpu_cpt,cpu_cpt_dpo'",
+        "stage.optim.max_steps=1",
+        "stage.init_overrides=['stage.optim.max_steps=1']",
+        "eval.limit=4",
+        "data.max_items_per_source=8",
+        f"output_root={tmp_path}",
+    ]
+    out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    (sweep,) = tmp_path.glob("multirun/*/*")
+    assert list(sweep.glob(".submitit/*/*_result.pkl"))  # ran as submitit jobs
+    logs = "".join((sweep / str(n) / "__main__.log").read_text() for n in range(2))
+    assert logs.count("stage cache miss: training cpt ") == 1
+    chains = [json.loads((sweep / str(n) / "chain.json").read_text()) for n in range(2)]
+    cpt = {c["hash"] for chain in chains for c in chain if c["kind"] == "stage" and c["label"] == "cpt"}
+    assert len(cpt) == 1 and len(list((tmp_path / "stages").iterdir())) == 2  # cpt + cpt→dpo
+    for n in range(2):
+        assert json.loads((sweep / str(n) / "metrics.json").read_text())["builtin"]["n"] == 4
+    evals = list((tmp_path / "evals").iterdir())
+    assert len(evals) == 3 and not [e for e in evals if e.name.startswith(".")]  # base, cpt, cpt→dpo
+    for e in evals:
+        assert len((e / "samples" / "builtin.jsonl").read_text().splitlines()) == 4
