@@ -194,8 +194,18 @@ def _maybe_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict], w
         ensure_eval(cfg, ref, root, chain)
 
 
-def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -> Path:
-    """Evaluate ``ref`` with ``cfg.eval`` unless the eval cache has it; return the eval directory."""
+def is_main_process() -> bool:
+    """True outside distributed runs and on rank 0 of one (``RANK`` as set by torchrun/deepspeed)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -> Path | None:
+    """Evaluate ``ref`` with ``cfg.eval`` unless the eval cache has it; return the eval directory.
+
+    In a multi-process (DeepSpeed/torchrun) run only rank 0 evaluates; other ranks get None.
+    """
+    if not is_main_process():
+        return None
     done = [c for c in chain if c["kind"] == "eval" and c["model"] == ref.key]
     if done:
         return Path(done[0]["dir"])
@@ -291,6 +301,8 @@ def run_pipeline(run: RunConfig, plan: list[DictConfig], run_dir: str | Path) ->
             if stage_cfg.stage.name != "eval":
                 ref = ensure_stage(stage_cfg, ref, root, chain, cell_logger=logger)
         final = ensure_eval(cfg, ref, root, chain)
+        if final is None:  # a non-zero rank of a distributed run: rank 0 evaluates and publishes
+            return None
         logger.log_summary(_summary_metrics(final, chain))
     finally:
         logger.finish()

@@ -8,6 +8,7 @@ training examples are built; nothing here branches on an objective's name.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 from pathlib import Path
@@ -117,7 +118,7 @@ def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_lo
     ``model/`` (standalone checkpoint, LoRA merged) and ``train.json`` (summary). ``cell_logger`` (the
     run's logger) gets the curve too, as ``<label>/<metric>`` at step ``step_offset + step``.
     """
-    from arc_lab.pipeline import data_dir_of, load_ref, periodic_eval_fn
+    from arc_lab.pipeline import data_dir_of, is_main_process, load_ref, periodic_eval_fn
     from arc_lab.train.deepspeed_engine import make_stepper_factory
     from arc_lab.train.loggers import JsonlLogger
     from arc_lab.train.loop import train
@@ -144,6 +145,9 @@ def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_lo
                                                         else None, micro_batch_size=optim.batch_size,
                                                         precision=optim.precision))
     local.finish()
+    if not is_main_process():  # ranks of a DeepSpeed/torchrun run: rank 0 merges and saves
+        _barrier()
+        return {"label": label, "steps": result.steps, "rank": int(os.environ["RANK"])}
     merge(result.model, tok, stage_dir / "model", dtype=stage.merge_dtype)
     # The stage is complete once model/ exists; its optimizer-state checkpoints (3x the weights for a
     # full fine-tune) are no longer needed for resuming.
@@ -153,4 +157,11 @@ def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_lo
                "reference": result.reference, "truncated": result.truncated, "tokens_seen": result.tokens_seen,
                "wall_s": result.wall_s, "last": result.last}
     write_json(stage_dir / "train.json", summary)
+    _barrier()
     return summary
+
+
+def _barrier() -> None:
+    """Wait for every rank (no-op outside a distributed run)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
