@@ -88,6 +88,10 @@ def test_flat_metrics_and_files(tmp_path):
     flat = flat_metrics(metrics)
     assert flat["eval/arc_challenge/acc"] == 0.5 and flat["eval/arc_challenge/acc_norm"] == 0.0
     assert all(k.startswith("eval/arc_challenge/") for k in flat)
+    metrics_both = dict(metrics, backend="ours", lm_eval=metrics, parity={
+        "arc_challenge": {"max_abs_ll_diff": 1e-6, "acc_disagree": [], "acc_norm_disagree": [3]}})
+    flat_both = flat_metrics(metrics_both)
+    assert flat_both["eval/arc_challenge/parity_acc_disagree"] == 1 and flat_both["eval/arc_challenge/acc"] == 0.5
     write_outputs(tmp_path, metrics, {"arc_challenge": recs})
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["arc_challenge"]["num_fewshot"] == 25 and saved["arc_challenge"]["dataset_fingerprint"] == "abc"

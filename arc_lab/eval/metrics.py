@@ -76,9 +76,12 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
     """
     flat = {}
     for task, m in metrics.items():
-        if not isinstance(m, dict):
+        if not isinstance(m, dict) or "acc" not in m:  # model_fingerprint, backend, parity, lm_eval
             continue
         for key in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "acc_bytes", "n"):
             if key in m:
                 flat[f"eval/{task}/{key}"] = m[key]
+    for task, p in metrics.get("parity", {}).items():  # backend=both
+        flat[f"eval/{task}/parity_max_abs_ll_diff"] = p["max_abs_ll_diff"]
+        flat[f"eval/{task}/parity_acc_disagree"] = len(p["acc_disagree"]) + len(p["acc_norm_disagree"])
     return flat

@@ -98,13 +98,22 @@ def run_eval(backend: str, model, tokenizer, *, tasks: Sequence[str], num_fewsho
 
     model_fp = model_fingerprint(model)
     samples = {}
-    if backend in ("ours", "both"):
-        samples["ours"] = _run_ours(model, tokenizer, tasks, items, shots, limit, batch_size, max_length, progress)
-    if backend in ("lm_eval", "both"):
-        from arc_lab.eval.lmeval_backend import run_lm_eval
+    was_training = model.training
+    model.eval()  # dropout off for both backends (HFLM does not call eval() on a model object)
+    try:
+        if backend in ("ours", "both"):
+            from arc_lab.eval.ours import evaluate_items
 
-        samples["lm_eval"] = run_lm_eval(model, tokenizer, {t: items[t] for t in tasks}, num_fewshot=shots,
-                                         limit=limit, max_length=max_length)
+            samples["ours"] = {t: evaluate_items(model, tokenizer, t, items[t][0], items[t][1], num_fewshot=shots[t],
+                                                 limit=limit, batch_size=batch_size, max_length=max_length,
+                                                 progress=progress) for t in tasks}
+        if backend in ("lm_eval", "both"):
+            from arc_lab.eval.lmeval_backend import run_lm_eval
+
+            samples["lm_eval"] = run_lm_eval(model, tokenizer, {t: items[t] for t in tasks}, num_fewshot=shots,
+                                             limit=limit, max_length=max_length)
+    finally:
+        model.train(was_training)
     metrics = {}
     for name, per_task in samples.items():
         metrics[name] = {t: task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]) for t in tasks}
@@ -136,18 +145,6 @@ def _items_fp(items) -> str:
     from arc_lab.eval.outputs import items_fingerprint
 
     return items_fingerprint(items)
-
-
-def _run_ours(model, tokenizer, tasks, items, shots, limit, batch_size, max_length, progress):
-    from arc_lab.eval.ours import evaluate_items
-
-    was_training = model.training
-    model.eval()
-    try:
-        return {t: evaluate_items(model, tokenizer, t, items[t][0], items[t][1], num_fewshot=shots[t], limit=limit,
-                                  batch_size=batch_size, max_length=max_length, progress=progress) for t in tasks}
-    finally:
-        model.train(was_training)
 
 
 def _log_parity(parity: dict) -> None:
