@@ -237,3 +237,15 @@ def test_engine_sliding_window_falls_back(tiny):
         _assert_matches_plain(model, qs, got)
     finally:
         model.config.sliding_window = old
+
+
+def test_engine_on_peft_lora_model():
+    """The periodic in-training eval sees a PEFT-wrapped model: the cache / logits_to_keep kwargs pass through."""
+    from peft import LoraConfig, get_peft_model
+
+    from arc_lab.models import load_model
+
+    base, _ = load_model(source="random", arch="llama", tiny=TINY, add_bos=True, seed=0)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    qs = _random_questions([(30, [1, 3]), (5, [1, 4, 2]), (20, [2, 6, 1])], seed=2)
+    _assert_matches_plain(model, qs, score_questions(model, qs, max_length=2048, batch_size=2, progress=False))
