@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 
 import pytest
@@ -38,6 +39,17 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
+def _read_when_complete(path, timeout: float = 30.0):
+    """Read the run once its exit record is on disk: under heavy CPU load the file was once read right after
+    finish() with no run record yet (an empty run_id), so wait for wandb-core's last write."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = read_offline_run(path)
+        if run.exit_code is not None and run.run_id or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_offline_run_roundtrip(tmp_path, isolated_home):
     run_dir = tmp_path / "run"
@@ -67,7 +79,7 @@ def test_offline_run_roundtrip(tmp_path, isolated_home):
     files = find_offline_runs(run_dir)
     assert len(files) == 1 and files[0].name == f"run-{run_id}.wandb"
 
-    run = read_offline_run(files[0].parent)
+    run = _read_when_complete(files[0].parent)
     assert (run.run_id, run.project, run.group, run.name) == (
         run_id,
         "arc_lab_test",
