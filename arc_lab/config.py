@@ -63,7 +63,9 @@ class ModelConfig:
         _check_choice("model.source", self.source, ("gguf", "pretrained", "random"))
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         if self.source == "pretrained" and not self.path:
-            raise ConfigError("model.path is empty: model.source=pretrained needs a local directory or Hub id")
+            raise ConfigError(
+                "model.path is empty: model.source=pretrained needs a local directory or Hub id"
+            )
         if self.source == "gguf" and not (self.gguf_package and self.gguf_file):
             raise ConfigError("model.source=gguf needs model.gguf_package and model.gguf_file")
 
@@ -93,7 +95,9 @@ class DataConfig:
         for s in self.cpt_sources:
             _check_choice("data.cpt_sources[]", s, cpt_ok)
         for s in self.train_sources:
-            _check_choice("data.train_sources[]", s, ("builtin", "arc_challenge", "arc_easy", "openbookqa", "sciq"))
+            _check_choice(
+                "data.train_sources[]", s, ("builtin", "arc_challenge", "arc_easy", "openbookqa", "sciq")
+            )
 
 
 @dataclass
@@ -282,7 +286,9 @@ def check_objective(stage: str, objective: dict[str, Any], registry: dict[str, t
         params = OmegaConf.to_container(OmegaConf.merge(schema, objective), throw_on_missing=True)
     except Exception as e:  # unknown key or wrong type: omegaconf names the key
         accepted = [k for k in schema if k != "name"]
-        raise ConfigError(f"objective={name}: {e}\n    (the key is objective.<full_key>); accepted parameters: {accepted}") from e
+        raise ConfigError(
+            f"objective={name}: {e}\n    (the key is objective.<full_key>); accepted parameters: {accepted}"
+        ) from e
     if stage == "eval":
         return params
     kind = registry[name].input_kind.value
@@ -291,5 +297,6 @@ def check_objective(stage: str, objective: dict[str, Any], registry: dict[str, t
         fits = sorted(n for n, c in registry.items() if c.input_kind.value in wanted)
         raise ConfigError(
             f"objective={name} trains on '{kind}' inputs, but stage={stage} builds {list(wanted)} inputs. "
-            f"Objectives that fit stage={stage}: {fits}")
+            f"Objectives that fit stage={stage}: {fits}"
+        )
     return params

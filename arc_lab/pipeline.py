@@ -42,8 +42,10 @@ DEFAULT_OBJECTIVE = {"cpt": "clm", "sft": "sft", "dpo": "dpo"}
 _NOT_HASHED = {"init_overrides", "log_every", "save_every", "merge", "deepspeed"}
 #: The data fields a stage reads: CPT packs prose, the other stages build from multiple-choice sources
 #: (the rest of ``data`` -- its name, the other kind's fields -- does not change the stage's weights).
-_DATA_READ = {"cpt": ("cpt_sources", "max_cpt_texts", "hub"),
-              "mc": ("train_sources", "max_items_per_source", "allow_contamination", "hub")}
+_DATA_READ = {
+    "cpt": ("cpt_sources", "max_cpt_texts", "hub"),
+    "mc": ("train_sources", "max_items_per_source", "allow_contamination", "hub"),
+}
 
 
 @dataclass
@@ -71,7 +73,9 @@ def init_config(cfg: DictConfig) -> DictConfig:
         composed = compose(config_name="config", overrides=[f"stage={init}", *extra])
         if not any(o.startswith("objective=") for o in extra):
             natural = DEFAULT_OBJECTIVE.get(composed.stage.name, composed.objective.name)
-            composed = compose(config_name="config", overrides=[f"stage={init}", f"objective={natural}", *extra])
+            composed = compose(
+                config_name="config", overrides=[f"stage={init}", f"objective={natural}", *extra]
+            )
     except Exception as e:  # MissingConfigException and override errors name the option
         raise ConfigError(f"stage.init={init!r} with stage.init_overrides={extra}: {e}") from e
     out = OmegaConf.to_container(cfg, resolve=True)
@@ -106,8 +110,10 @@ def root_ref(cfg: DictConfig) -> ModelRef:
         return ModelRef(key=f"base:{config_hash(cfg.model)}", label="base")
     path = Path(init)
     if not (path / "config.json").is_file():
-        raise ConfigError(f"stage.init={init!r}: expected base, a stage preset ({_presets()}) or a checkpoint "
-                          f"directory containing config.json")
+        raise ConfigError(
+            f"stage.init={init!r}: expected base, a stage preset ({_presets()}) or a checkpoint "
+            f"directory containing config.json"
+        )
     return ModelRef(key=f"path:{path.resolve()}", label=path.name, path=path)
 
 
@@ -122,8 +128,16 @@ def stage_hash(cfg: DictConfig, init_key: str) -> str:
     stage["optim"] = {k: v for k, v in stage["optim"].items() if k not in _NOT_HASHED}
     stage["init"] = init_key
     data = {k: c["data"][k] for k in _DATA_READ["cpt" if stage["name"] == "cpt" else "mc"]}
-    return config_hash({"model": c["model"], "data": data, "stage": stage, "objective": c["objective"],
-                        "seed": c["seed"], "data_dir": data_dir_of(cfg)})
+    return config_hash(
+        {
+            "model": c["model"],
+            "data": data,
+            "stage": stage,
+            "objective": c["objective"],
+            "seed": c["seed"],
+            "data_dir": data_dir_of(cfg),
+        }
+    )
 
 
 def stage_label(cfg: DictConfig, parent: ModelRef) -> str:
@@ -134,7 +148,9 @@ def stage_label(cfg: DictConfig, parent: ModelRef) -> str:
     return label
 
 
-def ensure_stage(cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict], cell_logger=None) -> ModelRef:
+def ensure_stage(
+    cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict], cell_logger=None
+) -> ModelRef:
     """Train the stage ``cfg`` describes on top of ``parent`` unless the stage cache has it."""
     label = stage_label(cfg, parent)
     h = stage_hash(cfg, parent.key)
@@ -156,8 +172,9 @@ def ensure_stage(cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict
     if cached:
         log.info("stage cache hit: %s (%s) -> %s", label, h, stage_dir)
     steps = json.loads((stage_dir / "train.json").read_text())["steps"]
-    chain.append({"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached,
-                  "steps": steps})
+    chain.append(
+        {"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached, "steps": steps}
+    )
     _maybe_eval(cfg, ref, root, chain, when="after")
     return ref
 
@@ -223,7 +240,9 @@ def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -
         run_eval_to(cfg, model, tok, tmp)
         del model
         _publish_dir(tmp, eval_dir)
-    chain.append({"kind": "eval", "label": ref.label, "model": ref.key, "dir": str(eval_dir), "cached": cached})
+    chain.append(
+        {"kind": "eval", "label": ref.label, "model": ref.key, "dir": str(eval_dir), "cached": cached}
+    )
     return eval_dir
 
 
@@ -244,9 +263,18 @@ def run_eval_to(cfg: DictConfig, model, tok, out_dir: Path) -> dict:
     from arc_lab.eval import run_eval
 
     e = cfg.eval
-    return run_eval(e.backend, model, tok, tasks=list(e.tasks), num_fewshot=e.num_fewshot,
-                    limit=e.limit, data_dir=data_dir_of(cfg), batch_size=e.batch_size, max_length=e.max_length,
-                    out_dir=out_dir)
+    return run_eval(
+        e.backend,
+        model,
+        tok,
+        tasks=list(e.tasks),
+        num_fewshot=e.num_fewshot,
+        limit=e.limit,
+        data_dir=data_dir_of(cfg),
+        batch_size=e.batch_size,
+        max_length=e.max_length,
+        out_dir=out_dir,
+    )
 
 
 def periodic_eval_fn(cfg: DictConfig, tokenizer):
@@ -259,9 +287,19 @@ def periodic_eval_fn(cfg: DictConfig, tokenizer):
 
     def eval_fn(model, step: int) -> dict[str, float]:
         e = cfg.eval
-        metrics = run_eval(e.backend if e.backend != "both" else "ours", model, tokenizer, tasks=list(e.tasks),
-                           num_fewshot=e.num_fewshot, limit=e.limit, data_dir=data_dir_of(cfg),
-                           batch_size=e.batch_size, max_length=e.max_length, out_dir=None, progress=False)
+        metrics = run_eval(
+            e.backend if e.backend != "both" else "ours",
+            model,
+            tokenizer,
+            tasks=list(e.tasks),
+            num_fewshot=e.num_fewshot,
+            limit=e.limit,
+            data_dir=data_dir_of(cfg),
+            batch_size=e.batch_size,
+            max_length=e.max_length,
+            out_dir=None,
+            progress=False,
+        )
         return flat_metrics(metrics)
 
     return eval_fn
@@ -277,11 +315,26 @@ def load_ref(cfg: DictConfig, ref: ModelRef):
 
     m = cfg.model
     if ref.path is None:
-        return load_model(source=m.source, path=m.path, gguf_package=m.gguf_package, gguf_file=m.gguf_file,
-                          arch=m.arch, tiny=dict(m.tiny), tokenizer=m.tokenizer, add_bos=m.add_bos, dtype=m.dtype,
-                          attn_implementation=m.attn_implementation, seed=m.seed)
-    return load_model(source="pretrained", path=str(ref.path), add_bos=m.add_bos, dtype=m.dtype,
-                      attn_implementation=m.attn_implementation)
+        return load_model(
+            source=m.source,
+            path=m.path,
+            gguf_package=m.gguf_package,
+            gguf_file=m.gguf_file,
+            arch=m.arch,
+            tiny=dict(m.tiny),
+            tokenizer=m.tokenizer,
+            add_bos=m.add_bos,
+            dtype=m.dtype,
+            attn_implementation=m.attn_implementation,
+            seed=m.seed,
+        )
+    return load_model(
+        source="pretrained",
+        path=str(ref.path),
+        add_bos=m.add_bos,
+        dtype=m.dtype,
+        attn_implementation=m.attn_implementation,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -326,9 +379,17 @@ def cell_logger(cfg: DictConfig, run_dir: Path):
 
     container = OmegaConf.to_container(cfg, resolve=True)
     lg = cfg.logger
-    return make_logger(lg.wandb, lg.project, lg.entity, lg.group or cfg.name,
-                       f"{cfg.name}:{cfg.stage.name}-{cfg.objective.name}", config_run_id(container, prefix=cfg.name),
-                       container, run_dir, rank=int(os.environ.get("RANK", "0")))
+    return make_logger(
+        lg.wandb,
+        lg.project,
+        lg.entity,
+        lg.group or cfg.name,
+        f"{cfg.name}:{cfg.stage.name}-{cfg.objective.name}",
+        config_run_id(container, prefix=cfg.name),
+        container,
+        run_dir,
+        rank=int(os.environ.get("RANK", "0")),
+    )
 
 
 def _summary_metrics(final: Path, chain: list[dict]) -> dict[str, float]:
@@ -378,8 +439,10 @@ def summary_table(chain: list[dict]) -> str:
         cells = []
         for t in tasks:
             m = per_task.get(t, {})
-            cells.append(f"{m.get('acc', float('nan')):.4f} ± {m.get('acc_stderr', float('nan')):.4f} | "
-                         f"{m.get('acc_norm', float('nan')):.4f} ± {m.get('acc_norm_stderr', float('nan')):.4f} | "
-                         f"{m.get('n', '')}")
+            cells.append(
+                f"{m.get('acc', float('nan')):.4f} ± {m.get('acc_stderr', float('nan')):.4f} | "
+                f"{m.get('acc_norm', float('nan')):.4f} ± {m.get('acc_norm_stderr', float('nan')):.4f} | "
+                f"{m.get('n', '')}"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -27,10 +27,16 @@ LIBRARIES = ("torch", "transformers", "peft", "datasets", "lm_eval", "deepspeed"
 def git_revision(root: Path = REPO_ROOT) -> dict[str, Any]:
     """``{"commit": sha, "dirty": bool}``; ``commit`` is ``"unknown"`` outside a git checkout (said, not hidden)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return {"commit": sha, "dirty": bool(status), "dirty_files": status.splitlines()[:50]}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None, "note": f"{root} is not a git checkout"}
@@ -71,13 +77,16 @@ def write_provenance(run_dir: Path, cfg: DictConfig | dict, **extra: Any) -> Non
     run_dir.mkdir(parents=True, exist_ok=True)
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(container)))
-    write_json(run_dir / "provenance.json", {
-        "revision": git_revision(),
-        "command": [sys.executable, *sys.argv],
-        "cwd": os.getcwd(),
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "libraries": library_versions(),
-        **extra,
-    })
+    write_json(
+        run_dir / "provenance.json",
+        {
+            "revision": git_revision(),
+            "command": [sys.executable, *sys.argv],
+            "cwd": os.getcwd(),
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "libraries": library_versions(),
+            **extra,
+        },
+    )

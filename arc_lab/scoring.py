@@ -24,10 +24,12 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
         context = context[:-n_spaces]
     whole = _encode(tokenizer, context + continuation)
     ctx = _encode(tokenizer, context)
-    cont = whole[len(ctx):]
+    cont = whole[len(ctx) :]
     if not cont:
-        raise ValueError(f"continuation {continuation!r} encodes to no tokens after context ending "
-                         f"{context[-40:]!r} (a token spans the join)")
+        raise ValueError(
+            f"continuation {continuation!r} encodes to no tokens after context ending "
+            f"{context[-40:]!r} (a token spans the join)"
+        )
     return ctx, cont
 
 

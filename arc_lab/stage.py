@@ -35,8 +35,9 @@ from arc_lab.runinfo import config_hash, write_json
 log = logging.getLogger(__name__)
 
 
-def training_items(sources: list[str], *, data_dir: str | None, hub: bool, cap: int | None,
-                   seed: int) -> list[MCItem]:
+def training_items(
+    sources: list[str], *, data_dir: str | None, hub: bool, cap: int | None, seed: int
+) -> list[MCItem]:
     """The *train* split of every source; ``cap`` keeps a seeded random subset per source."""
     items: list[MCItem] = []
     for source in sources:
@@ -58,8 +59,9 @@ def decontaminate(items: list[MCItem], *, data_dir: str | None, hub: bool, allow
     check_contamination(items, forbidden, allow=allow)
 
 
-def build_examples(kind: InputKind, data: DictConfig, tokenizer, *, seq_len: int, seed: int,
-                   data_dir: str | None) -> tuple[Any, dict[str, Any]]:
+def build_examples(
+    kind: InputKind, data: DictConfig, tokenizer, *, seq_len: int, seed: int, data_dir: str | None
+) -> tuple[Any, dict[str, Any]]:
     """Training examples for an objective's input kind, plus a description for ``data.json``."""
     info: dict[str, Any] = {"kind": kind.value}
     if kind is InputKind.PACKED:
@@ -67,16 +69,26 @@ def build_examples(kind: InputKind, data: DictConfig, tokenizer, *, seq_len: int
         if data.max_cpt_texts is not None:
             texts = texts[: data.max_cpt_texts]
         blocks = pack_blocks(texts, tokenizer, seq_len=seq_len)
-        info.update(sources=list(data.cpt_sources), documents=len(texts), blocks=int(blocks.shape[0]),
-                    seq_len=seq_len, fingerprint=config_hash(list(texts), n=16))
+        info.update(
+            sources=list(data.cpt_sources),
+            documents=len(texts),
+            blocks=int(blocks.shape[0]),
+            seq_len=seq_len,
+            fingerprint=config_hash(list(texts), n=16),
+        )
         return blocks, info
-    items = training_items(list(data.train_sources), data_dir=data_dir, hub=data.hub,
-                           cap=data.max_items_per_source, seed=seed)
+    items = training_items(
+        list(data.train_sources), data_dir=data_dir, hub=data.hub, cap=data.max_items_per_source, seed=seed
+    )
     decontaminate(items, data_dir=data_dir, hub=data.hub, allow=data.allow_contamination)
     builder = {InputKind.ANSWER: build_sft, InputKind.PAIR: build_pairs, InputKind.LIST: build_lists}[kind]
     examples = builder(items)
-    info.update(sources=list(data.train_sources), questions=len(items), examples=len(examples),
-                fingerprints={s: dataset_fingerprint(s, "train", data_dir, hub=data.hub) for s in data.train_sources})
+    info.update(
+        sources=list(data.train_sources),
+        questions=len(items),
+        examples=len(examples),
+        fingerprints={s: dataset_fingerprint(s, "train", data_dir, hub=data.hub) for s in data.train_sources},
+    )
     return examples, info
 
 
@@ -110,8 +122,9 @@ class FanOut:
             lg.log(metrics, step)
 
 
-def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_logger=None,
-                step_offset: int = 0) -> dict[str, Any]:
+def train_stage(
+    cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_logger=None, step_offset: int = 0
+) -> dict[str, Any]:
     """Train ``cfg``'s stage from ``parent`` (a :class:`arc_lab.pipeline.ModelRef`) into ``stage_dir``.
 
     Writes ``data.json``, ``metrics.jsonl`` (training curve), ``train/checkpoints/`` (resumable),
@@ -129,21 +142,35 @@ def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_lo
     if torch.cuda.is_available():
         model = model.cuda()
     stage = cfg.stage
-    examples, info = build_examples(objective.input_kind, cfg.data, tok, seq_len=stage.seq_len, seed=cfg.seed,
-                                    data_dir=data_dir_of(cfg))
+    examples, info = build_examples(
+        objective.input_kind, cfg.data, tok, seq_len=stage.seq_len, seed=cfg.seed, data_dir=data_dir_of(cfg)
+    )
     write_json(stage_dir / "data.json", info)
     log.info("stage %s: %s", label, info)
     optim = OmegaConf.to_object(stage.optim)
     local = JsonlLogger(stage_dir)
     logger = FanOut(local, PrefixLogger(cell_logger, f"{label}/", step_offset) if cell_logger else None)
     eval_fn = periodic_eval_fn(cfg, tok)
-    result = train(model, tok, objective, examples, optim=optim, out_dir=stage_dir / "train", seq_len=stage.seq_len,
-                   lora=OmegaConf.to_object(stage.lora), append_eos=stage.append_eos,
-                   precompute_reference=stage.precompute_reference, logger=logger, eval_fn=eval_fn,
-                   eval_every=cfg.eval.every,
-                   stepper_factory=make_stepper_factory(OmegaConf.to_container(stage.deepspeed) if stage.deepspeed
-                                                        else None, micro_batch_size=optim.batch_size,
-                                                        precision=optim.precision))
+    result = train(
+        model,
+        tok,
+        objective,
+        examples,
+        optim=optim,
+        out_dir=stage_dir / "train",
+        seq_len=stage.seq_len,
+        lora=OmegaConf.to_object(stage.lora),
+        append_eos=stage.append_eos,
+        precompute_reference=stage.precompute_reference,
+        logger=logger,
+        eval_fn=eval_fn,
+        eval_every=cfg.eval.every,
+        stepper_factory=make_stepper_factory(
+            OmegaConf.to_container(stage.deepspeed) if stage.deepspeed else None,
+            micro_batch_size=optim.batch_size,
+            precision=optim.precision,
+        ),
+    )
     local.finish()
     if not is_main_process():  # ranks of a DeepSpeed/torchrun run: rank 0 merges and saves
         _barrier()
@@ -153,9 +180,16 @@ def train_stage(cfg: DictConfig, parent, stage_dir: Path, *, label: str, cell_lo
     # full fine-tune) are no longer needed for resuming.
     shutil.rmtree(stage_dir / "train" / "checkpoints", ignore_errors=True)
     log.info("stage %s: removed training checkpoints after writing %s", label, stage_dir / "model")
-    summary = {"label": label, "steps": result.steps, "resumed_from": result.resumed_from,
-               "reference": result.reference, "truncated": result.truncated, "tokens_seen": result.tokens_seen,
-               "wall_s": result.wall_s, "last": result.last}
+    summary = {
+        "label": label,
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "reference": result.reference,
+        "truncated": result.truncated,
+        "tokens_seen": result.tokens_seen,
+        "wall_s": result.wall_s,
+        "last": result.last,
+    }
     write_json(stage_dir / "train.json", summary)
     _barrier()
     return summary

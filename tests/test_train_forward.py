@@ -14,8 +14,14 @@ from arc_lab.scoring import encode_pair
 from arc_lab.train.batching import collate, tokenize_examples
 from arc_lab.train.forward import answer_logps
 
-TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-            max_position_embeddings=2048)
+TINY = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=2048,
+)
 Q1 = "Question: Which of these is a gas at room temperature?\nAnswer:"
 Q2 = "Question: What do green plants need to make food?\nAnswer:"
 
@@ -35,8 +41,10 @@ def full_logits_logps(model, batch):
 
 
 def lists():
-    return [ListExample(Q1, (" oxygen", " iron", " a block of solid granite rock"), 0, "q1", "t"),
-            ListExample(Q2, (" sunlight", " darkness"), 1, "q2", "t")]
+    return [
+        ListExample(Q1, (" oxygen", " iron", " a block of solid granite rock"), 0, "q1", "t"),
+        ListExample(Q2, (" sunlight", " darkness"), 1, "q2", "t"),
+    ]
 
 
 def test_tokenisation_is_encode_pair(smol_tokenizer):
@@ -66,17 +74,25 @@ def test_answer_only_head_equals_full_logits(smol_tokenizer, model):
 
 
 def test_pairs_answers_and_packed(smol_tokenizer, model):
-    pairs = tokenize_examples(smol_tokenizer, [PreferencePair(Q1, " oxygen", " iron", "q1", "t")],
-                              InputKind.PAIR, seq_len=64)
+    pairs = tokenize_examples(
+        smol_tokenizer, [PreferencePair(Q1, " oxygen", " iron", "q1", "t")], InputKind.PAIR, seq_len=64
+    )
     b = collate(pairs, [0], 0)
     assert b.mask.shape == (1, 2) and b.gold.tolist() == [0]
-    sft = tokenize_examples(smol_tokenizer, [SFTExample(Q2, " sunlight", "q2", "t")], InputKind.ANSWER,
-                            seq_len=64, append_eos=True)
+    sft = tokenize_examples(
+        smol_tokenizer,
+        [SFTExample(Q2, " sunlight", "q2", "t")],
+        InputKind.ANSWER,
+        seq_len=64,
+        append_eos=True,
+    )
     assert sft.examples[0].answers[0][-1] == smol_tokenizer.eos_token_id
     blocks = torch.arange(100, 124).view(2, 12)
     packed = tokenize_examples(smol_tokenizer, blocks, InputKind.PACKED, seq_len=12)
     pb = collate(packed, [0, 1], 0)
-    assert pb.tokens.tolist() == [[11.0], [11.0]] and pb.targets.tolist() == list(range(101, 112)) + list(range(113, 124))
+    assert pb.tokens.tolist() == [[11.0], [11.0]] and pb.targets.tolist() == list(range(101, 112)) + list(
+        range(113, 124)
+    )
     with torch.no_grad():
         assert (answer_logps(model, pb).logps - full_logits_logps(model, pb)).abs().max() < 1e-5
 
@@ -88,6 +104,6 @@ def test_left_truncation_is_counted_and_answers_kept(smol_tokenizer, caplog):
     assert cut.truncated == 1 and "truncated the prompt of 1 of 2" in caplog.text
     ex, orig = cut.examples[0], full.examples[0]
     assert ex.answers == orig.answers  # answers intact
-    assert ex.prompt == orig.prompt[-(16 - max(map(len, ex.answers))):]  # prompt loses its LEFT end
+    assert ex.prompt == orig.prompt[-(16 - max(map(len, ex.answers))) :]  # prompt loses its LEFT end
     with pytest.raises(ValueError, match="never truncated"):
         tokenize_examples(smol_tokenizer, lists(), InputKind.LIST, seq_len=3)

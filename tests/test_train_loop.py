@@ -15,8 +15,14 @@ from arc_lab.train.checkpoint import list_checkpoints
 from arc_lab.train.loop import TrainingDiverged, train
 from arc_lab.train.stepper import lr_lambda
 
-TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-            max_position_embeddings=2048)
+TINY = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=2048,
+)
 
 
 def tiny(tok, seed=0):
@@ -47,9 +53,19 @@ def test_cpt_full_finetune_loss_goes_down_logs_evals_and_resumes(smol_tokenizer,
         evals.append(step)
         return {"eval/probe": float(step)}
 
-    optim = OptimConfig(lr=3e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, log_every=2, scheduler="constant")
-    run = dict(optim=optim, out_dir=tmp_path, seq_len=32, lora=None, progress=False, logger=logger,
-               eval_fn=eval_fn, eval_every=4)
+    optim = OptimConfig(
+        lr=3e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, log_every=2, scheduler="constant"
+    )
+    run = dict(
+        optim=optim,
+        out_dir=tmp_path,
+        seq_len=32,
+        lora=None,
+        progress=False,
+        logger=logger,
+        eval_fn=eval_fn,
+        eval_every=4,
+    )
     result = train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
     losses = [h["loss"] for h in result.history if "loss" in h]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.3, losses
@@ -69,13 +85,26 @@ def test_cpt_full_finetune_loss_goes_down_logs_evals_and_resumes(smol_tokenizer,
 
 
 def test_grad_accumulation_2x4_equals_batch_8(smol_tokenizer, tmp_path):
-    pairs = [PreferencePair(f"Question: number {i}?\nAnswer:", f" yes {i}", f" no {i % 3}", f"q{i}", "t")
-             for i in range(16)]
+    pairs = [
+        PreferencePair(f"Question: number {i}?\nAnswer:", f" yes {i}", f" no {i % 3}", f"q{i}", "t")
+        for i in range(16)
+    ]
     states = []
     for bs, accum in ((8, 1), (4, 2)):
-        optim = OptimConfig(lr=1e-3, max_steps=2, batch_size=bs, grad_accum=accum, warmup_ratio=0.0, log_every=1)
-        r = train(tiny(smol_tokenizer), smol_tokenizer, build_objective("simpo"), pairs, optim=optim,
-                  out_dir=tmp_path / str(bs), seq_len=32, lora=None, progress=False)
+        optim = OptimConfig(
+            lr=1e-3, max_steps=2, batch_size=bs, grad_accum=accum, warmup_ratio=0.0, log_every=1
+        )
+        r = train(
+            tiny(smol_tokenizer),
+            smol_tokenizer,
+            build_objective("simpo"),
+            pairs,
+            optim=optim,
+            out_dir=tmp_path / str(bs),
+            seq_len=32,
+            lora=None,
+            progress=False,
+        )
         states.append((r.model.state_dict(), [h["loss"] for h in r.history]))
     (a, la), (b, lb) = states
     assert la == pytest.approx(lb, abs=1e-6)
@@ -100,8 +129,18 @@ class NaNAfter(Objective):
 def test_divergence_stops_and_keeps_last_good_checkpoint(smol_tokenizer, blocks, tmp_path):
     optim = OptimConfig(lr=1e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, save_every=1, log_every=1)
     with pytest.raises(TrainingDiverged) as err:
-        train(tiny(smol_tokenizer), smol_tokenizer, NaNAfter(bad=3), blocks, optim=optim, out_dir=tmp_path,
-              seq_len=32, lora=None, progress=False, keep_checkpoints=2)
+        train(
+            tiny(smol_tokenizer),
+            smol_tokenizer,
+            NaNAfter(bad=3),
+            blocks,
+            optim=optim,
+            out_dir=tmp_path,
+            seq_len=32,
+            lora=None,
+            progress=False,
+            keep_checkpoints=2,
+        )
     msg = str(err.value)
     assert "step 3" in msg and "loss = nan" in msg and "lower stage.optim.lr" in msg and "step-000002" in msg
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000001", "step-000002"]
@@ -117,7 +156,16 @@ def test_schedules():
 
 def test_bf16_autocast_keeps_fp32_master_weights(smol_tokenizer, blocks, tmp_path):
     optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=4, warmup_ratio=0.0, precision="bf16")
-    r = train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, optim=optim, out_dir=tmp_path, seq_len=32,
-              lora=None, progress=False)
+    r = train(
+        tiny(smol_tokenizer),
+        smol_tokenizer,
+        CLMLoss(),
+        blocks,
+        optim=optim,
+        out_dir=tmp_path,
+        seq_len=32,
+        lora=None,
+        progress=False,
+    )
     assert 10 < r.history[0]["loss"] < 12  # ~ln(49152) for a random model, computed under bf16 autocast
     assert all(p.dtype == torch.float32 for p in r.model.parameters())

@@ -18,10 +18,24 @@ from arc_lab.train.loop import train
 from arc_lab.train.lora import add_lora, reference_mode
 from arc_lab.train.merge import merge
 
-TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-            max_position_embeddings=2048)
-PAIRS = [PreferencePair(f"Question: What is fact number {i} about plants?\nAnswer:", f" chosen answer {i}",
-                        f" a wrong one {i}", f"q{i}", "t") for i in range(8)]
+TINY = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=2048,
+)
+PAIRS = [
+    PreferencePair(
+        f"Question: What is fact number {i} about plants?\nAnswer:",
+        f" chosen answer {i}",
+        f" a wrong one {i}",
+        f"q{i}",
+        "t",
+    )
+    for i in range(8)
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +48,18 @@ def trained(smol_tokenizer, tmp_path_factory):
     with torch.no_grad():
         base_logps = answer_logps(model, batch).logps.clone()
     base_weights = {k: v.clone() for k, v in model.state_dict().items()}
-    result = train(model, smol_tokenizer, build_objective("dpo", beta=0.1), PAIRS,
-                   optim=OptimConfig(lr=1e-2, max_steps=3, batch_size=4, warmup_ratio=0.0, log_every=1),
-                   out_dir=tmp_path_factory.mktemp("lora"), seq_len=64, precompute_reference=False,
-                   lora=LoraConfig(r=4, alpha=8, dropout=0.1), progress=False)
+    result = train(
+        model,
+        smol_tokenizer,
+        build_objective("dpo", beta=0.1),
+        PAIRS,
+        optim=OptimConfig(lr=1e-2, max_steps=3, batch_size=4, warmup_ratio=0.0, log_every=1),
+        out_dir=tmp_path_factory.mktemp("lora"),
+        seq_len=64,
+        precompute_reference=False,
+        lora=LoraConfig(r=4, alpha=8, dropout=0.1),
+        progress=False,
+    )
     return dict(result=result, batch=batch, base_logps=base_logps, base_weights=base_weights)
 
 

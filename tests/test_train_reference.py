@@ -18,10 +18,18 @@ from arc_lab.train.batching import tokenize_examples
 from arc_lab.train.loop import train
 from arc_lab.train.reference import cached_reference_logps, compute_reference_logps
 
-TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-            max_position_embeddings=2048)
-PAIRS = [PreferencePair(f"Question: Which gas is number {i}?\nAnswer:", f" oxygen {i}", " iron", f"q{i}", "t")
-         for i in range(6)]
+TINY = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=2048,
+)
+PAIRS = [
+    PreferencePair(f"Question: Which gas is number {i}?\nAnswer:", f" oxygen {i}", " iron", f"q{i}", "t")
+    for i in range(6)
+]
 
 
 def tiny(tok, seed=0):
@@ -30,7 +38,9 @@ def tiny(tok, seed=0):
 
 def lookup(model, tok, pairs, cache):
     ds = tokenize_examples(tok, pairs, InputKind.PAIR, seq_len=64)
-    return cached_reference_logps(model, tok, ds, model_fp=model_fingerprint(model), cache_dir=cache, batch_size=4)
+    return cached_reference_logps(
+        model, tok, ds, model_fp=model_fingerprint(model), cache_dir=cache, batch_size=4
+    )
 
 
 def test_hit_and_invalidation(smol_tokenizer, tmp_path, caplog):
@@ -71,9 +81,21 @@ def test_full_finetune_dpo_uses_the_cache(smol_tokenizer, tmp_path):
     """Full fine-tuning has no frozen reference: train() precomputes it (miss), a rerun reuses it (hit).
     At step 1 the policy is the reference, so DPO's loss is log 2."""
     optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=6, warmup_ratio=0.0, log_every=1)
-    runs = [train(tiny(smol_tokenizer), smol_tokenizer, build_objective("dpo"), PAIRS, optim=optim, seq_len=64,
-                  out_dir=tmp_path / f"run{i}", cache_dir=tmp_path / "cache", lora=None, progress=False)
-            for i in range(2)]
+    runs = [
+        train(
+            tiny(smol_tokenizer),
+            smol_tokenizer,
+            build_objective("dpo"),
+            PAIRS,
+            optim=optim,
+            seq_len=64,
+            out_dir=tmp_path / f"run{i}",
+            cache_dir=tmp_path / "cache",
+            lora=None,
+            progress=False,
+        )
+        for i in range(2)
+    ]
     assert runs[0].reference.startswith("cache miss") and runs[1].reference.startswith("cache hit")
     assert abs(runs[0].history[0]["loss"] - math.log(2)) < 1e-6
     assert runs[0].history[0]["loss"] == runs[1].history[0]["loss"]
@@ -81,20 +103,41 @@ def test_full_finetune_dpo_uses_the_cache(smol_tokenizer, tmp_path):
 
 def test_listwise_lora_cached_equals_adapter_off(smol_tokenizer, tmp_path):
     """Padded K (3 and 4 choices): the precomputed reference and the per-step adapter-off one agree."""
-    lists = [ListExample(f"Question: Pick item {i}.\nAnswer:", tuple(f" choice {j}" for j in range(3 + i % 2)),
-                         i % 3, f"l{i}", "t") for i in range(4)]
+    lists = [
+        ListExample(
+            f"Question: Pick item {i}.\nAnswer:",
+            tuple(f" choice {j}" for j in range(3 + i % 2)),
+            i % 3,
+            f"l{i}",
+            "t",
+        )
+        for i in range(4)
+    ]
     optim = OptimConfig(lr=1e-3, max_steps=2, batch_size=4, warmup_ratio=0.0, log_every=1)
     losses = []
     for pre in (True, False):
-        r = train(tiny(smol_tokenizer), smol_tokenizer, build_objective("listwise_dpo"), lists, optim=optim,
-                  seq_len=64, out_dir=tmp_path / f"pre{pre}", cache_dir=tmp_path / "cache", progress=False,
-                  lora=LoraConfig(r=4, alpha=8, dropout=0.0), precompute_reference=pre)
+        r = train(
+            tiny(smol_tokenizer),
+            smol_tokenizer,
+            build_objective("listwise_dpo"),
+            lists,
+            optim=optim,
+            seq_len=64,
+            out_dir=tmp_path / f"pre{pre}",
+            cache_dir=tmp_path / "cache",
+            progress=False,
+            lora=LoraConfig(r=4, alpha=8, dropout=0.0),
+            precompute_reference=pre,
+        )
         losses.append([h["loss"] for h in r.history])
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
 
 
 def test_compute_reference_masks_missing_choices(smol_tokenizer):
-    lists = [ListExample("Q: a?\nA:", (" x", " y"), 0, "a", "t"), ListExample("Q: b?\nA:", (" x", " y", " z"), 2, "b", "t")]
+    lists = [
+        ListExample("Q: a?\nA:", (" x", " y"), 0, "a", "t"),
+        ListExample("Q: b?\nA:", (" x", " y", " z"), 2, "b", "t"),
+    ]
     ds = tokenize_examples(smol_tokenizer, lists, InputKind.LIST, seq_len=32)
     out = compute_reference_logps(tiny(smol_tokenizer), ds, batch_size=1, pad_id=smol_tokenizer.pad_token_id)
     assert out.shape == (2, 3) and out[0, 2] == 0 and (out[1] < 0).all()

@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-SCRIPT = r'''
+SCRIPT = r"""
 import sys, time
 import torch
 torch.set_num_threads(1)
@@ -45,12 +45,17 @@ r = train(model, tok, build_objective("dpo", beta=0.1), pairs, optim=optim, out_
 history = [{k: v for k, v in h.items() if k != "tokens_per_s"} for h in r.history]
 torch.save({"state": r.model.state_dict(), "history": history, "resumed_from": r.resumed_from,
             "tokens_seen": r.tokens_seen}, f"{out_dir}/final.pt")
-'''
+"""
 
 
 def run(script, out_dir, cache_dir, sleep="0"):
-    return subprocess.run([sys.executable, str(script), str(out_dir), str(cache_dir), sleep], check=True,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(script), str(out_dir), str(cache_dir), sleep],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -62,8 +67,11 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
     full = torch.load(tmp_path / "full" / "final.pt", weights_only=False)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(script), str(killed), str(cache), "1.0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(killed), str(cache), "1.0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 240
     while not (killed / "checkpoints" / "step-000004").is_dir():
         assert proc.poll() is None, f"training exited before step 4: {proc.stderr.read().decode()[-2000:]}"

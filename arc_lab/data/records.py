@@ -35,5 +35,7 @@ class MCItem:
 
     def __post_init__(self) -> None:
         if not 0 <= self.gold < len(self.choices):
-            raise ValueError(f"{self.source}/{self.split} item {self.id!r}: gold index {self.gold} is outside "
-                             f"its {len(self.choices)} choices")
+            raise ValueError(
+                f"{self.source}/{self.split} item {self.id!r}: gold index {self.gold} is outside "
+                f"its {len(self.choices)} choices"
+            )

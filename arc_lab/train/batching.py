@@ -147,7 +147,9 @@ def _prompt_and_answers(ex, kind: InputKind) -> tuple[str, list[str], int]:
     raise ValueError(f"no text layout for input kind {kind}")
 
 
-def _tokenize_text(tokenizer, ex, kind: InputKind, seq_len: int, append_eos: bool) -> tuple[TokenizedExample, bool]:
+def _tokenize_text(
+    tokenizer, ex, kind: InputKind, seq_len: int, append_eos: bool
+) -> tuple[TokenizedExample, bool]:
     """Tokenise one text example with encode_pair; return it and whether its prompt was truncated."""
     prompt, texts, gold = _prompt_and_answers(ex, kind)
     answers, ctx = [], None
@@ -160,13 +162,16 @@ def _tokenize_text(tokenizer, ex, kind: InputKind, seq_len: int, append_eos: boo
     keep = seq_len - longest
     where = f"example {getattr(ex, 'item_id', '?')!r} ({getattr(ex, 'source', '?')})"
     if keep < 1:
-        raise ValueError(f"{where}: an answer has {longest} tokens, which leaves no room for context within "
-                         f"seq_len={seq_len}; raise seq_len (answers are never truncated)")
+        raise ValueError(
+            f"{where}: an answer has {longest} tokens, which leaves no room for context within "
+            f"seq_len={seq_len}; raise seq_len (answers are never truncated)"
+        )
     truncated = len(ctx) > keep
-    ctx = ctx[len(ctx) - keep:] if truncated else ctx
+    ctx = ctx[len(ctx) - keep :] if truncated else ctx
     lens = [_text_len(t) for t in texts]
-    return TokenizedExample(tuple(ctx), tuple(answers), tuple(c for c, _ in lens), tuple(b for _, b in lens),
-                            gold), truncated
+    return TokenizedExample(
+        tuple(ctx), tuple(answers), tuple(c for c, _ in lens), tuple(b for _, b in lens), gold
+    ), truncated
 
 
 def _tokenize_block(tokenizer, block: Sequence[int], seq_len: int) -> TokenizedExample:
@@ -178,8 +183,9 @@ def _tokenize_block(tokenizer, block: Sequence[int], seq_len: int) -> TokenizedE
     return TokenizedExample((ids[0],), (tuple(ids[1:]),), (len(text),), (len(text.encode("utf-8")),), 0)
 
 
-def tokenize_examples(tokenizer, examples, kind: InputKind, *, seq_len: int,
-                      append_eos: bool = False) -> TokenizedDataset:
+def tokenize_examples(
+    tokenizer, examples, kind: InputKind, *, seq_len: int, append_eos: bool = False
+) -> TokenizedDataset:
     """Tokenise every example once, for the input kind the objective declares.
 
     Args:
@@ -205,8 +211,13 @@ def tokenize_examples(tokenizer, examples, kind: InputKind, *, seq_len: int,
         out.append(t)
         truncated += cut
     if truncated:
-        log.warning("truncated the prompt of %d of %d %s examples from the left to fit seq_len=%d",
-                    truncated, len(out), kind.value, seq_len)
+        log.warning(
+            "truncated the prompt of %d of %d %s examples from the left to fit seq_len=%d",
+            truncated,
+            len(out),
+            kind.value,
+            seq_len,
+        )
     return TokenizedDataset(kind, out, seq_len, append_eos, truncated)
 
 
@@ -225,8 +236,8 @@ def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int) -> B
     pred_pos, targets, token_slot = [], [], []
     for r, (slot, p, a) in enumerate(rows):
         seq = p + a
-        input_ids[r, :len(seq)] = torch.tensor(seq)
-        attention[r, :len(seq)] = 1
+        input_ids[r, : len(seq)] = torch.tensor(seq)
+        attention[r, : len(seq)] = 1
         pred_pos.extend(range(r * t + len(p) - 1, r * t + len(seq) - 1))  # logits at i predict token i+1
         targets.extend(a)
         token_slot.extend([slot] * len(a))
@@ -238,6 +249,17 @@ def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int) -> B
         lengths[1, bi, :n] = torch.tensor(e.chars, dtype=torch.float)
         lengths[2, bi, :n] = torch.tensor(e.nbytes, dtype=torch.float)
         mask[bi, :n] = True
-    return Batch(input_ids, attention, torch.tensor(pred_pos), torch.tensor(targets), torch.tensor(token_slot),
-                 lengths[0], lengths[1], lengths[2], mask, torch.tensor([e.gold for e in exs]),
-                 torch.tensor(list(indices), dtype=torch.long), int(attention.sum()))
+    return Batch(
+        input_ids,
+        attention,
+        torch.tensor(pred_pos),
+        torch.tensor(targets),
+        torch.tensor(token_slot),
+        lengths[0],
+        lengths[1],
+        lengths[2],
+        mask,
+        torch.tensor([e.gold for e in exs]),
+        torch.tensor(list(indices), dtype=torch.long),
+        int(attention.sum()),
+    )

@@ -80,7 +80,7 @@ def _root(out_dir: str | Path) -> Path:
 
 
 def _step_of(path: Path) -> int:
-    return int(path.name[len(PREFIX):])
+    return int(path.name[len(PREFIX) :])
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
@@ -88,7 +88,11 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     root = _root(out_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()
+    ]
     return sorted(found, key=_step_of)
 
 
@@ -137,13 +141,17 @@ def load_checkpoint(path: str | Path, stepper: Stepper, *, signature: dict[str, 
         ValueError: the checkpoint was written by a run with a different ``signature``.
     """
     path = Path(path)
-    raw = torch.load(path / "state.pt", map_location="cpu", weights_only=False)  # our own file: numpy RNG state
+    raw = torch.load(
+        path / "state.pt", map_location="cpu", weights_only=False
+    )  # our own file: numpy RNG state
     state = LoopState(**raw)
     diff = {k: (state.signature.get(k), v) for k, v in signature.items() if state.signature.get(k) != v}
     if diff:
         lines = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"{path} was written by a different run ({lines}). Use a fresh out_dir, or delete "
-                         f"{path.parent} to start over.")
+        raise ValueError(
+            f"{path} was written by a different run ({lines}). Use a fresh out_dir, or delete "
+            f"{path.parent} to start over."
+        )
     stepper.load(path)
     restore_rng(state.rng)
     return state

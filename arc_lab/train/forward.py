@@ -35,8 +35,10 @@ def split_lm(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if decoder is None or head is None:
-        raise ValueError(f"{type(base).__name__}: need a decoder (get_decoder/.model) and an LM head "
-                         "(get_output_embeddings) to apply the head at answer positions only")
+        raise ValueError(
+            f"{type(base).__name__}: need a decoder (get_decoder/.model) and an LM head "
+            "(get_output_embeddings) to apply the head at answer positions only"
+        )
     if getattr(getattr(base, "config", None), "final_logit_softcapping", None):
         raise ValueError(f"{type(base).__name__} soft-caps its logits; answer_logps applies the bare LM head")
     return decoder, head
@@ -66,11 +68,18 @@ def answer_logps(model: nn.Module, batch: Batch, *, precision: str = "fp32") -> 
     decoder, head = split_lm(model)
     b, k = batch.mask.shape
     with autocast_ctx(batch.input_ids.device, precision):
-        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                         use_cache=False).last_hidden_state  # (R, T, H)
+        hidden = decoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state  # (R, T, H)
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.pred_pos)  # (A, H)
         logits = head(h)  # (A, V)
     logp = logits.float().log_softmax(-1).gather(1, batch.targets[:, None]).squeeze(1)  # (A,)
     sums = torch.zeros(b * k, dtype=torch.float32, device=logp.device).index_add(0, batch.token_slot, logp)
-    return AnswerLogps(logps=sums.view(b, k), tokens=batch.tokens, chars=batch.chars, bytes=batch.bytes,
-                       mask=batch.mask, gold=batch.gold)
+    return AnswerLogps(
+        logps=sums.view(b, k),
+        tokens=batch.tokens,
+        chars=batch.chars,
+        bytes=batch.bytes,
+        mask=batch.mask,
+        gold=batch.gold,
+    )

@@ -98,15 +98,19 @@ class TrainResult:
 def _stream(n: int, batch_size: int, seed: int, state: LoopState) -> Iterator[list[int]]:
     """Micro-batches of example indices from ``state``'s position on, advancing ``state`` as it goes."""
     while True:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)).tolist()
+        order = torch.randperm(
+            n, generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
+        ).tolist()
         while state.batch_in_epoch * batch_size < n:
             start = state.batch_in_epoch * batch_size
             state.batch_in_epoch += 1
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
 
-def _micro_step(setup: TrainSetup, objective: Objective, indices: list[int]) -> tuple[torch.Tensor, dict, int]:
+def _micro_step(
+    setup: TrainSetup, objective: Objective, indices: list[int]
+) -> tuple[torch.Tensor, dict, int]:
     """Forward + objective of one micro-batch: (loss, metrics, real tokens)."""
     model = setup.stepper.module
     device = next(model.parameters()).device
@@ -114,7 +118,7 @@ def _micro_step(setup: TrainSetup, objective: Objective, indices: list[int]) -> 
     out = answer_logps(model, batch, precision=setup.optim.precision)
     if objective.needs_reference:
         if setup.ref_logps is not None:
-            out.ref_logps = setup.ref_logps[batch.index.cpu(), :out.logps.shape[1]].to(device)
+            out.ref_logps = setup.ref_logps[batch.index.cpu(), : out.logps.shape[1]].to(device)
         else:
             with torch.no_grad(), reference_mode(model):
                 out.ref_logps = answer_logps(model, batch, precision=setup.optim.precision).logps
@@ -127,11 +131,18 @@ def _diverged(what: str, value: float, state: LoopState, lr: float, out_dir: Pat
     return TrainingDiverged(
         f"training diverged at step {state.step + 1}: {what} = {value}. The broken state was not saved; "
         f"last good checkpoint: {last or 'none'}. Try a lower stage.optim.lr (now {lr:g}), a smaller "
-        f"max_grad_norm, fp32, or check the data (empty or extreme-length answers).")
+        f"max_grad_norm, fp32, or check the data (empty or extreme-length answers)."
+    )
 
 
-def _optimizer_step(setup: TrainSetup, objective: Objective, stream: Iterator[list[int]], state: LoopState,
-                    window: dict[str, float], out_dir: Path) -> None:
+def _optimizer_step(
+    setup: TrainSetup,
+    objective: Objective,
+    stream: Iterator[list[int]],
+    state: LoopState,
+    window: dict[str, float],
+    out_dir: Path,
+) -> None:
     """``grad_accum`` micro-batches, then one optimizer step; sums into ``window``, advances ``state``."""
     stepper = setup.stepper
     lr, tokens = stepper.lr(), 0
@@ -163,9 +174,17 @@ def _run_eval(eval_fn: Callable, model: nn.Module, step: int) -> dict[str, float
         model.train(was_training)
 
 
-def run_loop(setup: TrainSetup, objective: Objective, *, out_dir: str | Path, logger: Any = None,
-             eval_fn: Callable[[nn.Module, int], dict] | None = None, eval_every: int = 0,
-             keep_checkpoints: int = 2, progress: bool = True) -> TrainResult:
+def run_loop(
+    setup: TrainSetup,
+    objective: Objective,
+    *,
+    out_dir: str | Path,
+    logger: Any = None,
+    eval_fn: Callable[[nn.Module, int], dict] | None = None,
+    eval_every: int = 0,
+    keep_checkpoints: int = 2,
+    progress: bool = True,
+) -> TrainResult:
     """The step loop over a prepared :class:`TrainSetup`; resumes from ``out_dir``'s newest checkpoint."""
     out_dir, logger, optim = Path(out_dir), logger or NullLogger(), setup.optim
     stepper: Stepper = setup.stepper
@@ -178,7 +197,9 @@ def run_loop(setup: TrainSetup, objective: Objective, *, out_dir: str | Path, lo
     model.train()
     stream = _stream(len(setup.dataset), optim.batch_size, optim.seed, state)
     window, t0, start, ckpt = defaultdict(float), time.perf_counter(), time.perf_counter(), last
-    bar = tqdm(total=setup.total_steps, initial=state.step, disable=not progress, desc=type(objective).__name__)
+    bar = tqdm(
+        total=setup.total_steps, initial=state.step, disable=not progress, desc=type(objective).__name__
+    )
     while state.step < setup.total_steps:
         _optimizer_step(setup, objective, stream, state, window, out_dir)
         bar.update(1)
@@ -188,8 +209,12 @@ def run_loop(setup: TrainSetup, objective: Objective, *, out_dir: str | Path, lo
             state.history.append(record)
             logger.log(record, state.step)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            log.info("step %d/%d %s", state.step, setup.total_steps,
-                     " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
+            log.info(
+                "step %d/%d %s",
+                state.step,
+                setup.total_steps,
+                " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"),
+            )
             window, t0 = defaultdict(float), time.perf_counter()
         if eval_fn is not None and ((eval_every and state.step % eval_every == 0) or done):
             metrics = _run_eval(eval_fn, model, state.step)
@@ -198,9 +223,18 @@ def run_loop(setup: TrainSetup, objective: Objective, *, out_dir: str | Path, lo
         if done or (optim.save_every and state.step % optim.save_every == 0):
             ckpt = save_checkpoint(out_dir, stepper, state, keep=keep_checkpoints)
     bar.close()
-    return TrainResult(model, state.step, state.history, ckpt, resumed_from, setup.reference,
-                       setup.dataset.truncated, state.tokens_seen, time.perf_counter() - start,
-                       last=next((h for h in reversed(state.history) if "loss" in h), {}))
+    return TrainResult(
+        model,
+        state.step,
+        state.history,
+        ckpt,
+        resumed_from,
+        setup.reference,
+        setup.dataset.truncated,
+        state.tokens_seen,
+        time.perf_counter() - start,
+        last=next((h for h in reversed(state.history) if "loss" in h), {}),
+    )
 
 
 def _flush(window: dict[str, float], state: LoopState, setup: TrainSetup, elapsed: float) -> dict[str, float]:
@@ -213,12 +247,26 @@ def _flush(window: dict[str, float], state: LoopState, setup: TrainSetup, elapse
     return record
 
 
-def train(model: nn.Module, tokenizer, objective: Objective, examples, *, optim: OptimConfig,
-          out_dir: str | Path, seq_len: int, lora: LoraConfig | None = None, append_eos: bool = False,
-          precompute_reference: bool = True, cache_dir: str | Path | None = None, logger: Any = None,
-          eval_fn: Callable[[nn.Module, int], dict] | None = None, eval_every: int = 0,
-          keep_checkpoints: int = 2, stepper_factory: Callable[..., Stepper] = torch_stepper,
-          progress: bool = True) -> TrainResult:
+def train(
+    model: nn.Module,
+    tokenizer,
+    objective: Objective,
+    examples,
+    *,
+    optim: OptimConfig,
+    out_dir: str | Path,
+    seq_len: int,
+    lora: LoraConfig | None = None,
+    append_eos: bool = False,
+    precompute_reference: bool = True,
+    cache_dir: str | Path | None = None,
+    logger: Any = None,
+    eval_fn: Callable[[nn.Module, int], dict] | None = None,
+    eval_every: int = 0,
+    keep_checkpoints: int = 2,
+    stepper_factory: Callable[..., Stepper] = torch_stepper,
+    progress: bool = True,
+) -> TrainResult:
     """Train ``model`` with ``objective`` on ``examples``; resume from ``out_dir`` if it holds a checkpoint.
 
     Args:
@@ -246,8 +294,26 @@ def train(model: nn.Module, tokenizer, objective: Objective, examples, *, optim:
         TrainingDiverged: non-finite loss or grad norm (last good checkpoint kept).
         ValueError: bad data, or ``out_dir`` holds a checkpoint of a different run.
     """
-    setup = prepare(model, tokenizer, objective, examples, optim=optim, seq_len=seq_len, lora=lora,
-                    append_eos=append_eos, precompute_reference=precompute_reference, cache_dir=cache_dir,
-                    stepper_factory=stepper_factory)
-    return run_loop(setup, objective, out_dir=out_dir, logger=logger, eval_fn=eval_fn, eval_every=eval_every,
-                    keep_checkpoints=keep_checkpoints, progress=progress)
+    setup = prepare(
+        model,
+        tokenizer,
+        objective,
+        examples,
+        optim=optim,
+        seq_len=seq_len,
+        lora=lora,
+        append_eos=append_eos,
+        precompute_reference=precompute_reference,
+        cache_dir=cache_dir,
+        stepper_factory=stepper_factory,
+    )
+    return run_loop(
+        setup,
+        objective,
+        out_dir=out_dir,
+        logger=logger,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        keep_checkpoints=keep_checkpoints,
+        progress=progress,
+    )

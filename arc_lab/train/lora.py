@@ -46,27 +46,46 @@ def add_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, target_mod
     from peft import get_peft_model
 
     if is_lora(model):
-        raise ValueError("add_lora: the model already carries a peft adapter; merge it first (arc_lab.train.merge)")
+        raise ValueError(
+            "add_lora: the model already carries a peft adapter; merge it first (arc_lab.train.merge)"
+        )
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [t for t in target_modules if t not in names]
     if missing:
         raise ValueError(f"lora.target_modules {missing} match no module of {type(model).__name__}")
-    config = PeftLoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                            bias="none", task_type="CAUSAL_LM")
+    config = PeftLoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, config)
     trainable, total = count_parameters(peft_model)
-    log.info("LoRA r=%d alpha=%d dropout=%g on %s: %d trainable of %d parameters (%.2f%%)", r, alpha, dropout,
-             target_modules, trainable, total, 100 * trainable / total)
+    log.info(
+        "LoRA r=%d alpha=%d dropout=%g on %s: %d trainable of %d parameters (%.2f%%)",
+        r,
+        alpha,
+        dropout,
+        target_modules,
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     return peft_model
 
 
 def prepare_trainable(model: nn.Module, lora: LoraConfig | None) -> nn.Module:
     """The model to train: LoRA-wrapped when ``lora`` is enabled, otherwise all weights trainable."""
     if lora is not None and lora.enabled:
-        return add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+        return add_lora(
+            model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+        )
     if is_lora(model):
-        raise ValueError("full fine-tuning (lora.enabled=false) of a model that carries a LoRA adapter: "
-                         "merge it first")
+        raise ValueError(
+            "full fine-tuning (lora.enabled=false) of a model that carries a LoRA adapter: merge it first"
+        )
     model.requires_grad_(True)
     return model
 
@@ -82,7 +101,9 @@ def reference_mode(model: nn.Module) -> Iterator[nn.Module]:
         ValueError: ``model`` has no adapter.
     """
     if not is_lora(model):
-        raise ValueError("reference_mode needs a LoRA model; a full fine-tune's reference must be precomputed")
+        raise ValueError(
+            "reference_mode needs a LoRA model; a full fine-tune's reference must be precomputed"
+        )
     was_training = model.training
     model.eval()
     try:

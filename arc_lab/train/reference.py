@@ -47,17 +47,28 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def reference_key(model_fp: str, tokenizer_fp: str, dataset: TokenizedDataset, precision: str) -> tuple[str, dict]:
+def reference_key(
+    model_fp: str, tokenizer_fp: str, dataset: TokenizedDataset, precision: str
+) -> tuple[str, dict]:
     """(cache key, its components) for reference log-probs of ``dataset``."""
-    parts = {"model": model_fp, "tokenizer": tokenizer_fp, "data": dataset.fingerprint(), "seq_len": dataset.seq_len,
-             "append_eos": dataset.append_eos, "precision": precision, "n": len(dataset), "k": dataset.max_k}
+    parts = {
+        "model": model_fp,
+        "tokenizer": tokenizer_fp,
+        "data": dataset.fingerprint(),
+        "seq_len": dataset.seq_len,
+        "append_eos": dataset.append_eos,
+        "precision": precision,
+        "n": len(dataset),
+        "k": dataset.max_k,
+    }
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return key, parts
 
 
 @torch.no_grad()
-def compute_reference_logps(model: nn.Module, dataset: TokenizedDataset, *, batch_size: int, pad_id: int,
-                            precision: str = "fp32") -> torch.Tensor:
+def compute_reference_logps(
+    model: nn.Module, dataset: TokenizedDataset, *, batch_size: int, pad_id: int, precision: str = "fp32"
+) -> torch.Tensor:
     """Log-probs of every answer of ``dataset`` under the reference policy, shape (N, K), 0 where masked.
 
     ``model`` is the init model, or a LoRA model (then evaluated with its adapter disabled). Runs in
@@ -76,7 +87,7 @@ def compute_reference_logps(model: nn.Module, dataset: TokenizedDataset, *, batc
                     lp = answer_logps(model, batch, precision=precision).logps
             else:
                 lp = answer_logps(model, batch, precision=precision).logps
-            out[idx, :lp.shape[1]] = lp.cpu()
+            out[idx, : lp.shape[1]] = lp.cpu()
     finally:
         model.train(was_training)
     return out
@@ -125,9 +136,15 @@ def _why_miss(root: Path, parts: dict) -> str:
 
 def _save(path: Path, key: str, parts: dict, logps: torch.Tensor) -> None:
     """Write tensor + meta sidecar atomically (temporary file, then os.replace)."""
-    for target, write in ((path, lambda f: torch.save({"key": key, "meta": parts, "logps": logps,
-                                                       "checksum": _checksum(logps)}, f)),
-                          (path.with_suffix(".json"), lambda f: f.write(json.dumps(parts, indent=1).encode()))):
+    for target, write in (
+        (
+            path,
+            lambda f: torch.save(
+                {"key": key, "meta": parts, "logps": logps, "checksum": _checksum(logps)}, f
+            ),
+        ),
+        (path.with_suffix(".json"), lambda f: f.write(json.dumps(parts, indent=1).encode())),
+    ):
         fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -138,8 +155,16 @@ def _save(path: Path, key: str, parts: dict, logps: torch.Tensor) -> None:
             raise
 
 
-def cached_reference_logps(model: nn.Module, tokenizer, dataset: TokenizedDataset, *, model_fp: str,
-                           cache_dir: str | Path, batch_size: int, precision: str = "fp32") -> tuple[torch.Tensor, str]:
+def cached_reference_logps(
+    model: nn.Module,
+    tokenizer,
+    dataset: TokenizedDataset,
+    *,
+    model_fp: str,
+    cache_dir: str | Path,
+    batch_size: int,
+    precision: str = "fp32",
+) -> tuple[torch.Tensor, str]:
     """Reference log-probs (N, K) of ``dataset`` from the disk cache, computed and stored on a miss.
 
     Args:
@@ -167,7 +192,8 @@ def cached_reference_logps(model: nn.Module, tokenizer, dataset: TokenizedDatase
     else:
         reason = _why_miss(root, parts)
     log.info("reference cache: miss %s (%s); computing %d examples", key, reason, len(dataset))
-    logps = compute_reference_logps(model, dataset, batch_size=batch_size, pad_id=tokenizer.pad_token_id,
-                                    precision=precision)
+    logps = compute_reference_logps(
+        model, dataset, batch_size=batch_size, pad_id=tokenizer.pad_token_id, precision=precision
+    )
     _save(path, key, parts, logps)
     return logps, f"miss {key}"

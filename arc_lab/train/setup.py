@@ -86,8 +86,17 @@ def total_steps(n_examples: int, optim: OptimConfig) -> tuple[int, int]:
     return max(1, math.ceil(optim.epochs * per_epoch / optim.grad_accum)), per_epoch
 
 
-def _reference(model: nn.Module, tokenizer, objective: Objective, dataset: TokenizedDataset, *, lora_on: bool,
-               precompute: bool, cache_dir: Path, optim: OptimConfig) -> tuple[torch.Tensor | None, str]:
+def _reference(
+    model: nn.Module,
+    tokenizer,
+    objective: Objective,
+    dataset: TokenizedDataset,
+    *,
+    lora_on: bool,
+    precompute: bool,
+    cache_dir: Path,
+    optim: OptimConfig,
+) -> tuple[torch.Tensor | None, str]:
     """Precomputed reference log-probs (from the init model, before any adapter) and how they were had."""
     if not objective.needs_reference:
         return None, "none"
@@ -95,18 +104,36 @@ def _reference(model: nn.Module, tokenizer, objective: Objective, dataset: Token
         log.info("reference: the adapter-disabled model, computed every step (precompute_reference=false)")
         return None, "adapter_off"
     if not lora_on and not precompute:
-        log.warning("precompute_reference=false but full fine-tuning has no frozen reference to fall back on: "
-                    "precomputing the reference log-probs from the init weights anyway")
-    logps, status = cached_reference_logps(model, tokenizer, dataset, model_fp=model_fingerprint(model),
-                                           cache_dir=cache_dir, batch_size=optim.batch_size,
-                                           precision=optim.precision)
+        log.warning(
+            "precompute_reference=false but full fine-tuning has no frozen reference to fall back on: "
+            "precomputing the reference log-probs from the init weights anyway"
+        )
+    logps, status = cached_reference_logps(
+        model,
+        tokenizer,
+        dataset,
+        model_fp=model_fingerprint(model),
+        cache_dir=cache_dir,
+        batch_size=optim.batch_size,
+        precision=optim.precision,
+    )
     return logps, f"cache {status}"
 
 
-def prepare(model: nn.Module, tokenizer, objective: Objective, examples, *, optim: OptimConfig, seq_len: int,
-            lora: LoraConfig | None = None, append_eos: bool = False, precompute_reference: bool = True,
-            cache_dir: str | Path | None = None,
-            stepper_factory: Callable[..., Stepper] = torch_stepper) -> TrainSetup:
+def prepare(
+    model: nn.Module,
+    tokenizer,
+    objective: Objective,
+    examples,
+    *,
+    optim: OptimConfig,
+    seq_len: int,
+    lora: LoraConfig | None = None,
+    append_eos: bool = False,
+    precompute_reference: bool = True,
+    cache_dir: str | Path | None = None,
+    stepper_factory: Callable[..., Stepper] = torch_stepper,
+) -> TrainSetup:
     """Build everything the step loop needs (see the module docstring for the order).
 
     Args:
@@ -124,22 +151,52 @@ def prepare(model: nn.Module, tokenizer, objective: Objective, examples, *, opti
         stepper_factory: builds the stepper (signature of :func:`arc_lab.train.stepper.torch_stepper`).
     """
     seed_everything(optim.seed)
-    dataset = tokenize_examples(tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=append_eos)
+    dataset = tokenize_examples(
+        tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=append_eos
+    )
     lora_on = lora is not None and lora.enabled
-    ref_logps, reference = _reference(model, tokenizer, objective, dataset, lora_on=lora_on,
-                                      precompute=precompute_reference,
-                                      cache_dir=Path(cache_dir) if cache_dir else cache_root(), optim=optim)
+    ref_logps, reference = _reference(
+        model,
+        tokenizer,
+        objective,
+        dataset,
+        lora_on=lora_on,
+        precompute=precompute_reference,
+        cache_dir=Path(cache_dir) if cache_dir else cache_root(),
+        optim=optim,
+    )
     seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
     trainable = prepare_trainable(model, lora)
     steps, per_epoch = total_steps(len(dataset), optim)
-    stepper = stepper_factory(trainable, lr=optim.lr, weight_decay=optim.weight_decay,
-                              max_grad_norm=optim.max_grad_norm, grad_accum=optim.grad_accum,
-                              schedule=optim.scheduler, warmup_ratio=optim.warmup_ratio, total_steps=steps)
-    signature = {"objective": repr(objective), "kind": dataset.kind.value, "data": dataset.fingerprint(),
-                 "n_examples": len(dataset), "total_steps": steps,
-                 "optim": {k: v for k, v in dataclasses.asdict(optim).items() if k not in ("log_every", "save_every")},
-                 "lora": dataclasses.asdict(lora) if lora_on else None, "reference": reference.split(" ")[0]}
-    log.info("training %s on %d %s examples (%d truncated), %d optimizer steps, reference: %s",
-             type(objective).__name__, len(dataset), dataset.kind.value, dataset.truncated, steps, reference)
-    return TrainSetup(stepper, dataset, tokenizer.pad_token_id, ref_logps, reference, steps, per_epoch,
-                      signature, optim)
+    stepper = stepper_factory(
+        trainable,
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+        max_grad_norm=optim.max_grad_norm,
+        grad_accum=optim.grad_accum,
+        schedule=optim.scheduler,
+        warmup_ratio=optim.warmup_ratio,
+        total_steps=steps,
+    )
+    signature = {
+        "objective": repr(objective),
+        "kind": dataset.kind.value,
+        "data": dataset.fingerprint(),
+        "n_examples": len(dataset),
+        "total_steps": steps,
+        "optim": {k: v for k, v in dataclasses.asdict(optim).items() if k not in ("log_every", "save_every")},
+        "lora": dataclasses.asdict(lora) if lora_on else None,
+        "reference": reference.split(" ")[0],
+    }
+    log.info(
+        "training %s on %d %s examples (%d truncated), %d optimizer steps, reference: %s",
+        type(objective).__name__,
+        len(dataset),
+        dataset.kind.value,
+        dataset.truncated,
+        steps,
+        reference,
+    )
+    return TrainSetup(
+        stepper, dataset, tokenizer.pad_token_id, ref_logps, reference, steps, per_epoch, signature, optim
+    )

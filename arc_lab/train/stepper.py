@@ -109,20 +109,33 @@ class TorchStepper:
         total_steps: optimizer steps of the whole run.
     """
 
-    def __init__(self, module: nn.Module, *, lr: float, weight_decay: float, max_grad_norm: float,
-                 grad_accum: int, schedule: str, warmup_ratio: float, total_steps: int) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        lr: float,
+        weight_decay: float,
+        max_grad_norm: float,
+        grad_accum: int,
+        schedule: str,
+        warmup_ratio: float,
+        total_steps: int,
+    ) -> None:
         self.module = module
         self.grad_accum = grad_accum
         self.max_grad_norm = max_grad_norm
         self.params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         if not self.params:
-            raise ValueError("TorchStepper: the model has no trainable parameters (requires_grad is False everywhere)")
+            raise ValueError(
+                "TorchStepper: the model has no trainable parameters (requires_grad is False everywhere)"
+            )
         decay = [p for p in self.params.values() if p.dim() >= 2]
         no_decay = [p for p in self.params.values() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(schedule, total_steps, warmup_ratio))
+            self.optimizer, lr_lambda(schedule, total_steps, warmup_ratio)
+        )
 
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate ``loss / grad_accum``'s gradient (``loss``: scalar micro-batch mean)."""
@@ -159,18 +172,40 @@ class TorchStepper:
         weights = torch.load(directory / "trainable.pt", map_location="cpu", weights_only=True)
         if set(weights) != set(self.params):
             missing, extra = set(self.params) - set(weights), set(weights) - set(self.params)
-            raise ValueError(f"checkpoint {directory}: trainable parameters differ from the model's "
-                             f"(missing {sorted(missing)[:5]}, unexpected {sorted(extra)[:5]})")
+            raise ValueError(
+                f"checkpoint {directory}: trainable parameters differ from the model's "
+                f"(missing {sorted(missing)[:5]}, unexpected {sorted(extra)[:5]})"
+            )
         with torch.no_grad():
             for n, p in self.params.items():
                 p.copy_(weights[n])
-        self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True))
-        self.scheduler.load_state_dict(torch.load(directory / "scheduler.pt", map_location="cpu", weights_only=True))
+        self.optimizer.load_state_dict(
+            torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+        )
+        self.scheduler.load_state_dict(
+            torch.load(directory / "scheduler.pt", map_location="cpu", weights_only=True)
+        )
 
 
-def torch_stepper(module: nn.Module, *, lr: float, weight_decay: float, max_grad_norm: float, grad_accum: int,
-                  schedule: str, warmup_ratio: float, total_steps: int) -> TorchStepper:
+def torch_stepper(
+    module: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    grad_accum: int,
+    schedule: str,
+    warmup_ratio: float,
+    total_steps: int,
+) -> TorchStepper:
     """Default stepper factory (the signature a DeepSpeed factory must share)."""
-    return TorchStepper(module, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                        grad_accum=grad_accum, schedule=schedule, warmup_ratio=warmup_ratio,
-                        total_steps=total_steps)
+    return TorchStepper(
+        module,
+        lr=lr,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        grad_accum=grad_accum,
+        schedule=schedule,
+        warmup_ratio=warmup_ratio,
+        total_steps=total_steps,
+    )
