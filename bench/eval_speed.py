@@ -39,8 +39,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--num-fewshot", type=int, default=25)
     ap.add_argument("--batch-size", type=int, default=8, help="our engine's questions per context pass")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 1 by default: on a shared CPU, OpenMP regions with 2 threads spin-wait for "
+                         "cores other jobs hold, which makes timings meaningless")
     ap.add_argument("--no-bracket", action="store_true", help="run ours once (before lm-eval) instead of twice")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     root = data_dir()
     test, train = load_mc("arc_challenge", "test", root), load_mc("arc_challenge", "train", root)
