@@ -56,7 +56,7 @@ def write_task(task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[M
         files[split] = str(folder / f"{split}.jsonl")
         with open(files[split], "w", encoding="utf-8") as f:
             for item in items:
-                f.write(json.dumps(hub_row(task, item), ensure_ascii=False) + "\n")
+                f.write(json.dumps(hub_row(task, item)) + "\n")  # ASCII escapes: U+2028 etc. stay inside lines
     base = Path(lm_eval.__file__).parent / "tasks" / HARNESS_YAML[style]
     # JSON is valid YAML: no quoting pitfalls with paths.
     lines = [f"include: {json.dumps(str(base))}", f"task: {name}", "tag: []", "dataset_path: json",
