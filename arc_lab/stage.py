@@ -133,13 +133,14 @@ def train_stage(
     """
     from arc_lab.pipeline import data_dir_of, is_main_process, load_ref, periodic_eval_fn
     from arc_lab.train.deepspeed_engine import make_stepper_factory
-    from arc_lab.train.loggers import JsonlLogger
+    from arc_lab.train.loggers import JsonlLogger, NullLogger
     from arc_lab.train.loop import train
     from arc_lab.train.merge import merge
 
     objective = build_objective(**OmegaConf.to_container(cfg.objective, resolve=True))
     model, tok = load_ref(cfg, parent)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # each rank of a multi-GPU run on its own device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         model = model.cuda()
     stage = cfg.stage
     examples, info = build_examples(
@@ -148,7 +149,7 @@ def train_stage(
     write_json(stage_dir / "data.json", info)
     log.info("stage %s: %s", label, info)
     optim = OmegaConf.to_object(stage.optim)
-    local = JsonlLogger(stage_dir)
+    local = JsonlLogger(stage_dir) if is_main_process() else NullLogger()
     logger = FanOut(local, PrefixLogger(cell_logger, f"{label}/", step_offset) if cell_logger else None)
     eval_fn = periodic_eval_fn(cfg, tok)
     result = train(

@@ -183,6 +183,21 @@ def test_zero2_in_the_shared_loop(tmp_path):
     assert res["resumed_from"] == 2 and res["resume_max_diff"] == 0.0  # exact resume through the engine
 
 
+@pytest.mark.slow
+def test_zero2_data_parallel_loop_equals_one_process(tmp_path):
+    """2 ranks x 1 example == 1 process x 2 examples; checkpoints are one folder written by both ranks."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(Path(__file__)), str(tmp_path), "loop2"]
+    r0, r1 = _run_worker(cmd, tmp_path, world=2)
+    _run_worker([sys.executable, str(Path(__file__)), str(tmp_path), "plain2"], tmp_path, world=1)
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert r0["ds_losses"] == pytest.approx(plain["torch_losses"], abs=1e-5)
+    assert plain["max_diff_vs_torch"] < 1e-5
+    assert r0["ckpts"] == ["step-000002", "step-000003"]  # no per-rank temp folders left behind
+    for r in (r0, r1):
+        assert r["resumed_from"] == 2 and r["resume_max_diff"] == 0.0
+
+
 # -------------------------------------------------------------------------------------- worker
 def _tiny_lora_model():
     import torch
@@ -300,7 +315,7 @@ def worker(out_dir: Path) -> None:
         torch.distributed.barrier()
 
 
-def _loop_run(out_dir: Path, factory, cache: Path):
+def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2):
     from arc_lab.config import LoraConfig, OptimConfig
     from arc_lab.data.builders import build_pairs
     from arc_lab.data.builtin import builtin_items
@@ -321,7 +336,7 @@ def _loop_run(out_dir: Path, factory, cache: Path):
     optim = OptimConfig(
         lr=5e-2,
         max_steps=3,
-        batch_size=2,
+        batch_size=batch_size,
         grad_accum=2,
         warmup_ratio=0.0,
         log_every=1,
@@ -369,9 +384,53 @@ def loop_worker(out_dir: Path) -> None:
     (out_dir / "rank0.json").write_text(json.dumps(result, indent=1))
 
 
+def loop2_worker(out_dir: Path) -> None:
+    """The shared loop data-parallel over 2 ranks (ZeRO-2, 1 example per rank per micro-batch) vs one
+    plain-torch process with 2 examples per micro-batch: the same global batches, so the same weights;
+    then a resume of the 2-rank run after its newest checkpoint is deleted."""
+    import shutil
+
+    import torch
+
+    from arc_lab.train.deepspeed_engine import deepspeed_stepper_factory
+
+    rank = int(os.environ["RANK"])
+    ds = deepspeed_stepper_factory(_preset(), micro_batch_size=1, precision="fp32")
+    full = _loop_run(out_dir / "ds", ds, out_dir / f"cache{rank}", batch_size=1)
+    torch.distributed.barrier()
+    if rank == 0:
+        shutil.rmtree(out_dir / "ds" / "checkpoints" / "step-000003")
+    torch.distributed.barrier()
+    resumed = _loop_run(out_dir / "ds", ds, out_dir / f"cache{rank}", batch_size=1)
+    a, c = _trainable(full.model), _trainable(resumed.model)
+    result = {"resumed_from": resumed.resumed_from,
+              "resume_max_diff": max(float((a[n] - c[n]).abs().max()) for n in a),
+              "ds_losses": [h["loss"] for h in full.history if "loss" in h]}
+    if rank == 0:
+        torch.save(a, out_dir / "ds_trainable.pt")
+        result["ckpts"] = sorted(p.name for p in (out_dir / "ds" / "checkpoints").iterdir())
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
+    torch.distributed.barrier()
+
+
+def plain2_worker(out_dir: Path) -> None:
+    """One plain-torch process over the same global batches as :func:`loop2_worker` (2 per micro-batch)."""
+    import torch
+
+    plain = _loop_run(out_dir / "torch", torch_stepper, out_dir / "cache_plain", batch_size=2)
+    a, b = torch.load(out_dir / "ds_trainable.pt"), _trainable(plain.model)
+    result = {"max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
+              "torch_losses": [h["loss"] for h in plain.history if "loss" in h]}
+    (out_dir / "plain.json").write_text(json.dumps(result, indent=1))
+
+
 if __name__ == "__main__":
     if sys.argv[2:] == ["loop"]:
         loop_worker(Path(sys.argv[1]))
+    elif sys.argv[2:] == ["loop2"]:
+        loop2_worker(Path(sys.argv[1]))
+    elif sys.argv[2:] == ["plain2"]:
+        plain2_worker(Path(sys.argv[1]))
     else:
         worker(Path(sys.argv[1]))
     sys.stdout.flush()

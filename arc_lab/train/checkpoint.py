@@ -99,7 +99,7 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of ``out_dir``, or None. Removes leftovers of killed saves."""
     root = _root(out_dir)
-    if root.is_dir():
+    if root.is_dir() and _rank()[0] == 0:
         for tmp in root.glob(".tmp-*"):
             log.info("removing the unfinished checkpoint %s (a run was killed while saving)", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -116,22 +116,46 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
     if keep < 1:
         raise ValueError(f"keep={keep}: at least one checkpoint must be kept for resume")
     root = _root(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{state.step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    rank, distributed = _rank()
+    # In a DeepSpeed/torchrun run every rank writes its shard into the one temp dir rank 0 made;
+    # rank 0 alone writes the loop state and renames, between barriers.
+    holder = [None]
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        holder[0] = tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root)
+    if distributed:
+        torch.distributed.broadcast_object_list(holder, src=0)
+    tmp = Path(holder[0])
     try:
         stepper.save(tmp)
-        state.rng = capture_rng()
-        torch.save(asdict(state), tmp / "state.pt")
-        if final.exists():  # the same step written again (a rerun): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _barrier(distributed)
+        if rank == 0:
+            state.rng = capture_rng()
+            torch.save(asdict(state), tmp / "state.pt")
+            if final.exists():  # the same step written again (a rerun): replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in list_checkpoints(out_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(out_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    _barrier(distributed)
     return final
+
+
+def _rank() -> tuple[int, bool]:
+    """(rank, whether a process group is running)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), True
+    return 0, False
+
+
+def _barrier(distributed: bool) -> None:
+    if distributed:
+        torch.distributed.barrier()
 
 
 def load_checkpoint(path: str | Path, stepper: Stepper, *, signature: dict[str, Any]) -> LoopState:

@@ -95,16 +95,27 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
 
 
-def _stream(n: int, batch_size: int, seed: int, state: LoopState) -> Iterator[list[int]]:
-    """Micro-batches of example indices from ``state``'s position on, advancing ``state`` as it goes."""
+def _stream(
+    n: int, batch_size: int, seed: int, state: LoopState, world: int = 1, rank: int = 0
+) -> Iterator[list[int]]:
+    """This process's micro-batches of example indices from ``state``'s position on, advancing ``state``.
+
+    Every process draws the same global micro-batch of ``batch_size * world`` indices and keeps
+    ``[rank::world]``; in data-parallel runs a short last global batch is topped up from the start of
+    the epoch's order so that every process gets ``batch_size`` examples.
+    """
+    size = batch_size * world
     while True:
         order = torch.randperm(
             n, generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
         ).tolist()
-        while state.batch_in_epoch * batch_size < n:
-            start = state.batch_in_epoch * batch_size
+        while state.batch_in_epoch * size < n:
+            start = state.batch_in_epoch * size
             state.batch_in_epoch += 1
-            yield order[start : start + batch_size]
+            batch = order[start : start + size]
+            if world > 1 and len(batch) < size:
+                batch += (order * size)[: size - len(batch)]
+            yield batch[rank::world]
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
 
@@ -195,7 +206,7 @@ def run_loop(
         log.info("resuming from %s (step %d of %d)", last, state.step, setup.total_steps)
     model = stepper.module
     model.train()
-    stream = _stream(len(setup.dataset), optim.batch_size, optim.seed, state)
+    stream = _stream(len(setup.dataset), optim.batch_size, optim.seed, state, setup.world, setup.rank)
     window, t0, start, ckpt = defaultdict(float), time.perf_counter(), time.perf_counter(), last
     bar = tqdm(
         total=setup.total_steps, initial=state.step, disable=not progress, desc=type(objective).__name__
@@ -237,8 +248,19 @@ def run_loop(
     )
 
 
+def _across_ranks(window: dict[str, float], world: int) -> dict[str, float]:
+    """Data-parallel runs log the mean over ranks (token counts: the sum), not rank 0's shard alone."""
+    if world == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return window
+    keys = sorted(window)
+    values = torch.tensor([window[k] for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(values)  # a collective: every rank logs at the same steps
+    return {k: float(v) if k == "_tokens" else float(v) / world for k, v in zip(keys, values, strict=True)}
+
+
 def _flush(window: dict[str, float], state: LoopState, setup: TrainSetup, elapsed: float) -> dict[str, float]:
     """Means over the logging window, plus step, epoch and throughput."""
+    window = _across_ranks(window, setup.world)
     n = window["_n"]
     record = {"step": state.step}
     record.update({k: v / n for k, v in window.items() if not k.startswith("_")})

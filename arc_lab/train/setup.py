@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class TrainSetup:
         batches_per_epoch: micro-batches per pass over the data.
         signature: identity of the run, checked when resuming from a checkpoint.
         optim: the optimisation settings.
+        world: data-parallel processes (``WORLD_SIZE`` of a DeepSpeed/torchrun launch; 1 otherwise).
+        rank: this process's rank; it trains on ``global_micro_batch[rank::world]``.
     """
 
     stepper: Stepper
@@ -65,6 +68,8 @@ class TrainSetup:
     batches_per_epoch: int
     signature: dict[str, Any]
     optim: OptimConfig
+    world: int = 1
+    rank: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -74,9 +79,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def total_steps(n_examples: int, optim: OptimConfig) -> tuple[int, int]:
-    """(optimizer steps, micro-batches per epoch): ``max_steps`` or ``ceil(epochs * batches / grad_accum)``."""
-    per_epoch = math.ceil(n_examples / optim.batch_size)
+def data_parallel() -> tuple[int, int]:
+    """(world size, rank) of a DeepSpeed/torchrun launch, from the environment the launcher sets."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
+def total_steps(n_examples: int, optim: OptimConfig, world: int = 1) -> tuple[int, int]:
+    """(optimizer steps, global micro-batches per epoch): ``max_steps`` or
+    ``ceil(epochs * batches / grad_accum)``; a global micro-batch is ``batch_size`` examples per process."""
+    per_epoch = math.ceil(n_examples / (optim.batch_size * world))
     if optim.max_steps is not None:
         if optim.max_steps < 1:
             raise ValueError(f"stage.optim.max_steps={optim.max_steps}: expected >= 1 or null")
@@ -167,7 +178,13 @@ def prepare(
     )
     seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
     trainable = prepare_trainable(model, lora)
-    steps, per_epoch = total_steps(len(dataset), optim)
+    world, rank = data_parallel()
+    if world > 1 and stepper_factory is torch_stepper:
+        raise ValueError(
+            f"WORLD_SIZE={world}: a multi-process launch needs a distributed stepper "
+            "(launcher=deepspeed_zero2); the plain-torch stepper would train each process alone"
+        )
+    steps, per_epoch = total_steps(len(dataset), optim, world)
     stepper = stepper_factory(
         trainable,
         lr=optim.lr,
@@ -198,5 +215,15 @@ def prepare(
         reference,
     )
     return TrainSetup(
-        stepper, dataset, tokenizer.pad_token_id, ref_logps, reference, steps, per_epoch, signature, optim
+        stepper,
+        dataset,
+        tokenizer.pad_token_id,
+        ref_logps,
+        reference,
+        steps,
+        per_epoch,
+        signature,
+        optim,
+        world=world,
+        rank=rank,
     )
