@@ -218,11 +218,18 @@ def _assert_matches_plain(model, qs, got) -> None:
                 assert abs(ref - ll) < TOL
 
 
-def test_engine_matches_plain_full_sequence_scoring(tiny):
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_engine_matches_plain_full_sequence_scoring(tiny, attn):
+    """The packed choice pass's additive 4-D mask works for SDPA and eager attention alike."""
     model, _ = tiny
-    qs = _random_questions([(30, [1, 3, 2, 7]), (5, [1, 1, 1]), (52, [4, 1, 2, 2, 9]), (17, [2])])
-    got = score_questions(model, qs, max_length=2048, batch_size=3, progress=False)
-    _assert_matches_plain(model, qs, got)
+    old = model.config._attn_implementation
+    model.config._attn_implementation = attn
+    try:
+        qs = _random_questions([(30, [1, 3, 2, 7]), (5, [1, 1, 1]), (52, [4, 1, 2, 2, 9]), (17, [2])])
+        got = score_questions(model, qs, max_length=2048, batch_size=3, progress=False)
+        _assert_matches_plain(model, qs, got)
+    finally:
+        model.config._attn_implementation = old
 
 
 def test_engine_sliding_window_falls_back(tiny):

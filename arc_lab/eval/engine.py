@@ -7,17 +7,20 @@ continuation rows. For 25-shot ARC that is ~4 passes over ~1,000 context tokens 
 1. **Context pass.** The contexts of up to ``batch_size`` questions run right-padded in one batch, with no
    attention mask (as lm-eval: causal attention makes right-padding invisible to real tokens). The LM head is
    applied only at each context's last position (``logits_to_keep``), which predicts the first choice token.
-2. **Choice pass.** The batch's KV cache is gathered per (question, choice) row; each row feeds
-   ``choice[:-1]`` with ``position_ids`` continuing from its own context length and a 2-D attention mask that
-   hides the context padding (the cache is padded to the batch's longest context) and the choice padding.
-   Single-token choices need no choice pass at all.
+2. **Choice pass.** On that KV cache (not copied per choice), one row per question packs ``choice[:-1]`` of
+   all its choices back to back. A 4-D additive mask lets each packed token see only its own question's
+   context (the cache is right-padded to the batch's longest context) and the earlier tokens of its own
+   choice. Position ids restart at the context length for every choice. So each choice is computed as if it
+   alone followed the context. Single-token choices need no choice pass at all.
 3. **Full-sequence fallback.** A choice whose ``context + choice`` exceeds ``max_length + 1`` tokens is left-
    truncated by lm-eval (``(ctx + cont)[-(max_length + 1):][:-1]``), which changes the context it sees, so it
    is scored exactly that way, batched like lm-eval (right-padded with 0, no mask). Models with a sliding
-   window shorter than the shared sequence also take this path.
+   window shorter than the shared sequence also take this path, and so does everything under a FlashAttention
+   implementation (it takes no 4-D masks), with a warning: same results, lm-eval's speed.
 
 Precision: ``log_softmax`` runs in the logits' dtype and the per-token values are summed in it, as lm-eval
-does with its default ``softmax_dtype=None``. In fp32 (CPU tests) results agree with lm-eval to ~1e-6. In
+does with its default ``softmax_dtype=None``. In fp32 (CPU tests) sums agree with lm-eval to ~1e-7 relative
+(max 3e-5 absolute on sums of -10 to -100: summation order and kernel shapes). In
 bf16/fp16 the different kernel shapes (cached attention, smaller batches) change last bits of the logits, so
 sums can differ by a few fp16/bf16 ulps and near-tied choices can flip; parity there is statistical, not
 bitwise.
@@ -25,12 +28,14 @@ bitwise.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+log = logging.getLogger(__name__)
 PAD_ID = 0  # lm-eval pads with token id 0; padded positions never influence real ones
 
 
@@ -92,6 +97,12 @@ def score_questions(model, questions: list[Question], *, max_length: int, batch_
                   [False] * len(q.continuations)) for q in questions]
     window = getattr(model.config, "sliding_window", None)
     shared, full = _split_requests(questions, max_length, window)
+    attn = str(getattr(model.config, "_attn_implementation", ""))
+    if shared and attn.startswith("flash"):
+        log.warning("attn_implementation=%s takes no 4-D masks: scoring every choice as a full sequence "
+                    "(lm-eval's way, no prefix sharing); use sdpa or eager for the fast path", attn)
+        full += [(qi, j) for qi, js in shared.items() for j in js]
+        shared = {}
     for qi, j in full:
         out[qi].truncated[j] = len(questions[qi].context) + len(questions[qi].continuations[j]) > max_length + 1
     bar = tqdm(total=len(questions), desc="eval: scoring", unit="item", disable=not progress, smoothing=0.1)
