@@ -154,3 +154,14 @@ def test_cli_bad_overrides_exit_before_work(tmp_path):
     # Hydra made the run folder (.hydra/, the log) but no stage, evaluation or metrics was started
     assert not (tmp_path / "stages").exists() and not (tmp_path / "evals").exists()
     assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_hparams_search_composes_with_the_optuna_sweeper(hydra_ctx):
+    cfg = compose(
+        config_name="config",
+        overrides=["experiment=quickstart", "hparams_search=dpo_optuna"],
+        return_hydra_config=True,
+    )
+    sweeper = cfg.hydra.sweeper
+    assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"objective.beta", "stage.optim.lr"}
