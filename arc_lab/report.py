@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from arc_lab.eval.outputs import METADATA_KEYS
 from arc_lab.report_plot import plot_runs
 from arc_lab.stats import PairedComparison, PairingError, compare_paired, disagree, pair_samples
 
@@ -144,7 +145,7 @@ def read_metrics(path: Path) -> tuple[dict[str, TaskMetrics], str | None]:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(raw, Mapping):
         raise ReportError(f"{path}: expected a JSON object of tasks, got {type(raw).__name__}")
-    tasks = {k: _parse_task(k, v, path) for k, v in raw.items() if k != "model_fingerprint"}
+    tasks = {k: _parse_task(k, v, path) for k, v in raw.items() if k not in METADATA_KEYS}
     if not tasks:
         raise ReportError(f"{path}: holds no task metrics")
     return tasks, raw.get("model_fingerprint")
@@ -187,6 +188,16 @@ def config_label(cfg: Mapping[str, Any]) -> str | None:
     else:
         core = f"{stage}/{objective}" if objective else stage
     return f"{init}→{core}" if init in TRAINED_STAGES else core
+
+
+def chain_label(run_dir: Path) -> str | None:
+    """The label arc_lab's pipeline gave the run's final model in ``chain.json`` (``base``, ``cpt``,
+    ``sft→dpo``, ``cpt→dpo[simpo]``), or None for folders without one."""
+    path = run_dir / "chain.json"
+    if not path.is_file():
+        return None
+    evals = [c for c in json.loads(path.read_text()) if c.get("kind") == "eval"]
+    return evals[-1]["label"] if evals else None
 
 
 def read_overrides(run_dir: Path) -> list[str]:
@@ -239,7 +250,7 @@ def load_run(run_dir: Path, root: Path) -> Run:
     tasks, fingerprint = read_metrics(run_dir / "metrics.json")
     cfg = read_config(run_dir)
     rel = run_dir.relative_to(root).as_posix()
-    label = config_label(cfg) or (rel if rel != "." else run_dir.name)
+    label = chain_label(run_dir) or config_label(cfg) or (rel if rel != "." else run_dir.name)
     experiment = _get(cfg, "name")
     return Run(
         path=run_dir,

@@ -278,3 +278,25 @@ def test_bad_inputs_are_loud(multirun: Path, tmp_path: Path) -> None:
         ReportError, match="mean acc of the samples is 0.750000 but metrics.json says 0.500000"
     ):
         build_report(multirun)
+
+
+def test_pipeline_chain_labels_win_over_config_labels(multirun: Path) -> None:
+    """arc_lab run folders carry chain.json: the final model's chain label (``cpt→dpo[simpo]``) names the run
+    and metrics.json's run-level keys (backend, parity) are not tasks."""
+    run = multirun / "1"
+    chain = [
+        {"kind": "eval", "label": "base"},
+        {"kind": "stage", "label": "cpt"},
+        {"kind": "eval", "label": "cpt"},
+        {"kind": "eval", "label": "cpt→dpo[simpo]"},
+    ]
+    (run / "chain.json").write_text(json.dumps(chain))
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.update(backend="ours", parity={})
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    labels = {r.rel: r.label for r in discover_runs(multirun)}
+    assert labels["1"] == "cpt→dpo[simpo]"
+    assert set(next(r for r in discover_runs(multirun) if r.rel == "1").tasks) == {
+        "arc_challenge",
+        "arc_easy",
+    }

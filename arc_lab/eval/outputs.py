@@ -11,6 +11,9 @@ from pathlib import Path
 from arc_lab.data.records import MCItem
 from arc_lab.eval.metrics import aggregate
 
+#: Top-level keys of ``metrics.json`` that describe the run rather than a task.
+METADATA_KEYS = ("model_fingerprint", "backend", "parity", "lm_eval")
+
 
 def items_fingerprint(items: Sequence[MCItem]) -> str:
     """Short sha256 over the items' content (used when the data module offers no fingerprint)."""
