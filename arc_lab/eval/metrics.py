@@ -37,9 +37,19 @@ def score_item(loglikelihoods: Sequence[float], choices: Sequence[str], gold: in
     lls = np.asarray(loglikelihoods, dtype=np.float64)
     chars = np.array([float(len(c)) for c in choices])
     nbytes = np.array([float(len(c.encode("utf-8"))) for c in choices])
-    pred, pred_norm, pred_bytes = int(np.argmax(lls)), int(np.argmax(lls / chars)), int(np.argmax(lls / nbytes))
-    return {"pred": pred, "pred_norm": pred_norm, "pred_bytes": pred_bytes,
-            "acc": float(pred == gold), "acc_norm": float(pred_norm == gold), "acc_bytes": float(pred_bytes == gold)}
+    pred, pred_norm, pred_bytes = (
+        int(np.argmax(lls)),
+        int(np.argmax(lls / chars)),
+        int(np.argmax(lls / nbytes)),
+    )
+    return {
+        "pred": pred,
+        "pred_norm": pred_norm,
+        "pred_bytes": pred_bytes,
+        "acc": float(pred == gold),
+        "acc_norm": float(pred_norm == gold),
+        "acc_bytes": float(pred_bytes == gold),
+    }
 
 
 def mean_stderr(values: Sequence[float]) -> float:

@@ -26,21 +26,37 @@ def encode_question(tokenizer, context: str, item: MCItem) -> Question:
     return Question(ctx, [p[1] for p in pairs])
 
 
-def sample_record(doc_id: int, item: MCItem, context: str, loglikelihoods: Sequence[float],
-                  choice_tokens: Sequence[int]) -> dict:
+def sample_record(
+    doc_id: int, item: MCItem, context: str, loglikelihoods: Sequence[float], choice_tokens: Sequence[int]
+) -> dict:
     """One ``samples/<task>.jsonl`` line (both backends build it with this function)."""
-    rec = {"doc_id": doc_id, "id": item.id, "target": item.gold, "loglikelihoods": [float(x) for x in loglikelihoods],
-           "choice_chars": [len(c) for c in item.choices],
-           "choice_bytes": [len(c.encode("utf-8")) for c in item.choices],
-           "choice_tokens": list(choice_tokens)}
+    rec = {
+        "doc_id": doc_id,
+        "id": item.id,
+        "target": item.gold,
+        "loglikelihoods": [float(x) for x in loglikelihoods],
+        "choice_chars": [len(c) for c in item.choices],
+        "choice_bytes": [len(c.encode("utf-8")) for c in item.choices],
+        "choice_tokens": list(choice_tokens),
+    }
     rec.update(score_item(rec["loglikelihoods"], item.choices, item.gold))
     rec["context_hash"] = context_hash(context)
     return rec
 
 
-def evaluate_items(model, tokenizer, task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem], *,
-                   num_fewshot: int, limit: int | float | None = None, batch_size: int = 8,
-                   max_length: int | None = None, progress: bool = True) -> list[dict]:
+def evaluate_items(
+    model,
+    tokenizer,
+    task: str,
+    eval_items: Sequence[MCItem],
+    fewshot_pool: Sequence[MCItem],
+    *,
+    num_fewshot: int,
+    limit: int | float | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Score one task with our engine.
 
     Args:
@@ -57,7 +73,7 @@ def evaluate_items(model, tokenizer, task: str, eval_items: Sequence[MCItem], fe
     Returns:
         One sample record per scored doc (see :func:`sample_record`), plus ``truncated`` (per choice).
     """
-    docs = list(eval_items)[:apply_limit(len(eval_items), limit)]
+    docs = list(eval_items)[: apply_limit(len(eval_items), limit)]
     contexts = build_contexts(task, docs, fewshot_pool, num_fewshot)
     questions = [encode_question(tokenizer, ctx, item) for ctx, item in zip(contexts, docs, strict=True)]
     max_len = max_length if max_length is not None else resolve_max_length(model, tokenizer)

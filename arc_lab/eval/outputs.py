@@ -19,8 +19,12 @@ def items_fingerprint(items: Sequence[MCItem]) -> str:
     """Short sha256 over the items' content (used when the data module offers no fingerprint)."""
     h = hashlib.sha256()
     for it in items:
-        h.update(json.dumps([it.id, it.question, list(it.choices), it.gold, list(it.labels), it.support],
-                            ensure_ascii=False).encode("utf-8"))
+        h.update(
+            json.dumps(
+                [it.id, it.question, list(it.choices), it.gold, list(it.labels), it.support],
+                ensure_ascii=False,
+            ).encode("utf-8")
+        )
         h.update(b"\n")
     return h.hexdigest()[:16]
 

@@ -47,23 +47,41 @@ def compare_samples(ours: dict[str, list[dict]], ref: dict[str, list[dict]]) -> 
         diff, n_choices, dis = 0.0, 0, {"acc": [], "acc_norm": [], "context": []}
         for r in recs:
             o = other[r["doc_id"]]
-            diff = max(diff, *(abs(a - b) for a, b in zip(r["loglikelihoods"], o["loglikelihoods"], strict=True)))
+            diff = max(
+                diff, *(abs(a - b) for a, b in zip(r["loglikelihoods"], o["loglikelihoods"], strict=True))
+            )
             n_choices += len(r["loglikelihoods"])
             for key in ("acc", "acc_norm"):
                 if r[key] != o[key]:
                     dis[key].append(r["doc_id"])
             if r["context_hash"] != o["context_hash"]:
                 dis["context"].append(r["doc_id"])
-        report[task] = {"max_abs_ll_diff": diff, "n_items": len(recs), "n_choices": n_choices,
-                        "acc_disagree": dis["acc"], "acc_norm_disagree": dis["acc_norm"],
-                        "context_mismatch": dis["context"]}
+        report[task] = {
+            "max_abs_ll_diff": diff,
+            "n_items": len(recs),
+            "n_choices": n_choices,
+            "acc_disagree": dis["acc"],
+            "acc_norm_disagree": dis["acc_norm"],
+            "context_mismatch": dis["context"],
+        }
     return report
 
 
-def run_eval(backend: str, model, tokenizer, *, tasks: Sequence[str], num_fewshot: int | dict[str, int],
-             limit: int | float | None = None, data_dir: str | Path | None = None, batch_size: int = 8,
-             max_length: int | None = None, out_dir: str | Path | None = None, progress: bool = True,
-             task_items: dict | None = None) -> dict:
+def run_eval(
+    backend: str,
+    model,
+    tokenizer,
+    *,
+    tasks: Sequence[str],
+    num_fewshot: int | dict[str, int],
+    limit: int | float | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    task_items: dict | None = None,
+) -> dict:
     """Evaluate ``model`` on ``tasks`` with one backend; write files when ``out_dir`` is given.
 
     Args:
@@ -92,8 +110,10 @@ def run_eval(backend: str, model, tokenizer, *, tasks: Sequence[str], num_fewsho
         check_task(t)
     shots = _fewshot_map(tasks, num_fewshot)
     items = task_items if task_items is not None else {t: load_task_items(t, data_dir) for t in tasks}
-    fps = {t: (dataset_fingerprint(t, items[t][0], data_dir) if task_items is None else _items_fp(items[t][0]))
-           for t in tasks}
+    fps = {
+        t: (dataset_fingerprint(t, items[t][0], data_dir) if task_items is None else _items_fp(items[t][0]))
+        for t in tasks
+    }
     from arc_lab.models import model_fingerprint
 
     model_fp = model_fingerprint(model)
@@ -104,19 +124,39 @@ def run_eval(backend: str, model, tokenizer, *, tasks: Sequence[str], num_fewsho
         if backend in ("ours", "both"):
             from arc_lab.eval.ours import evaluate_items
 
-            samples["ours"] = {t: evaluate_items(model, tokenizer, t, items[t][0], items[t][1], num_fewshot=shots[t],
-                                                 limit=limit, batch_size=batch_size, max_length=max_length,
-                                                 progress=progress) for t in tasks}
+            samples["ours"] = {
+                t: evaluate_items(
+                    model,
+                    tokenizer,
+                    t,
+                    items[t][0],
+                    items[t][1],
+                    num_fewshot=shots[t],
+                    limit=limit,
+                    batch_size=batch_size,
+                    max_length=max_length,
+                    progress=progress,
+                )
+                for t in tasks
+            }
         if backend in ("lm_eval", "both"):
             from arc_lab.eval.lmeval_backend import run_lm_eval
 
-            samples["lm_eval"] = run_lm_eval(model, tokenizer, {t: items[t] for t in tasks}, num_fewshot=shots,
-                                             limit=limit, max_length=max_length)
+            samples["lm_eval"] = run_lm_eval(
+                model,
+                tokenizer,
+                {t: items[t] for t in tasks},
+                num_fewshot=shots,
+                limit=limit,
+                max_length=max_length,
+            )
     finally:
         model.train(was_training)
     metrics = {}
     for name, per_task in samples.items():
-        metrics[name] = {t: task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]) for t in tasks}
+        metrics[name] = {
+            t: task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]) for t in tasks
+        }
         metrics[name].update(model_fingerprint=model_fp, backend=name)
     main = "ours" if "ours" in samples else "lm_eval"
     result = metrics[main]
@@ -131,14 +171,33 @@ def run_eval(backend: str, model, tokenizer, *, tasks: Sequence[str], num_fewsho
     return result
 
 
-def evaluate(model, tokenizer, tasks: Sequence[str], num_fewshot: int | dict[str, int],
-             limit: int | float | None = None, data_dir: str | Path | None = None, batch_size: int = 8,
-             out_dir: str | Path | None = None, max_length: int | None = None, backend: str = "ours",
-             progress: bool = True) -> dict:
+def evaluate(
+    model,
+    tokenizer,
+    tasks: Sequence[str],
+    num_fewshot: int | dict[str, int],
+    limit: int | float | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int = 8,
+    out_dir: str | Path | None = None,
+    max_length: int | None = None,
+    backend: str = "ours",
+    progress: bool = True,
+) -> dict:
     """The orchestrator's entry point: :func:`run_eval` with the ``eval`` config's flat knobs."""
-    return run_eval(backend, model, tokenizer, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
-                    data_dir=data_dir, batch_size=batch_size, max_length=max_length, out_dir=out_dir,
-                    progress=progress)
+    return run_eval(
+        backend,
+        model,
+        tokenizer,
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        max_length=max_length,
+        out_dir=out_dir,
+        progress=progress,
+    )
 
 
 def _items_fp(items) -> str:
@@ -149,5 +208,11 @@ def _items_fp(items) -> str:
 
 def _log_parity(parity: dict) -> None:
     for task, p in parity.items():
-        log.info("parity %s: max |ll diff| %.3g over %d choices; acc disagree %s; acc_norm disagree %s", task,
-                 p["max_abs_ll_diff"], p["n_choices"], p["acc_disagree"], p["acc_norm_disagree"])
+        log.info(
+            "parity %s: max |ll diff| %.3g over %d choices; acc disagree %s; acc_norm disagree %s",
+            task,
+            p["max_abs_ll_diff"],
+            p["n_choices"],
+            p["acc_disagree"],
+            p["acc_norm_disagree"],
+        )

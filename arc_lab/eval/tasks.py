@@ -70,8 +70,13 @@ def apply_limit(n_docs: int, limit: int | float | None) -> int:
     return min(int(limit), n_docs)
 
 
-def build_contexts(task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem],
-                   num_fewshot: int, seed: int = FEWSHOT_SEED) -> list[str]:
+def build_contexts(
+    task: str,
+    eval_items: Sequence[MCItem],
+    fewshot_pool: Sequence[MCItem],
+    num_fewshot: int,
+    seed: int = FEWSHOT_SEED,
+) -> list[str]:
     """Context strings for ``eval_items`` in order, with lm-eval's few-shot draws.
 
     Args:
@@ -88,8 +93,10 @@ def build_contexts(task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequen
     if num_fewshot < 0:
         raise ValueError(f"eval.num_fewshot={num_fewshot}: must be >= 0")
     if num_fewshot and len(fewshot_pool) < num_fewshot:
-        raise ValueError(f"task {task}: {num_fewshot}-shot needs at least {num_fewshot} train examples, "
-                         f"the few-shot pool has {len(fewshot_pool)}")
+        raise ValueError(
+            f"task {task}: {num_fewshot}-shot needs at least {num_fewshot} train examples, "
+            f"the few-shot pool has {len(fewshot_pool)}"
+        )
     rnd = random.Random(seed)
     pool = list(fewshot_pool)
     blocks = {}  # id(item) -> rendered block; the same train example recurs across prompts
