@@ -111,13 +111,13 @@ class PrefixLogger:
 
 
 class FanOut:
-    """Send ``log`` calls to several loggers."""
+    """Send ``log`` calls to several loggers (without finishing them: the run's logger outlives a stage,
+    which is why :class:`arc_lab.train.loggers.MultiLogger` does not fit here)."""
 
     def __init__(self, *loggers) -> None:
         self.loggers = [lg for lg in loggers if lg is not None]
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        metrics = {k: v for k, v in metrics.items() if k != "step"}  # the step travels as the argument
         for lg in self.loggers:
             lg.log(metrics, step)
 
