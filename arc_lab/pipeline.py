@@ -360,6 +360,7 @@ def run_pipeline(run: RunConfig, plan: list[DictConfig], run_dir: str | Path) ->
     finally:
         logger.finish()
     write_json(run_dir / "chain.json", chain)
+    write_json(run_dir / "data.json", _training_data(chain))
     _publish(final, run_dir)
     if ref.path is not None:
         (run_dir / "MODEL").write_text(f"{ref.path.resolve()}\n")
@@ -404,6 +405,15 @@ def _summary_metrics(final: Path, chain: list[dict]) -> dict[str, float]:
             for k, v in flat_metrics(json.loads((Path(c["dir"]) / "metrics.json").read_text())).items():
                 out[f"chain/{c['label']}/{k.removeprefix('eval/')}"] = v
     return out
+
+
+def _training_data(chain: list[dict]) -> dict[str, Any]:
+    """What every stage of the chain trained on (sources, counts, fingerprints), keyed by stage label."""
+    return {
+        c["label"]: json.loads((Path(c["dir"]) / "data.json").read_text())
+        for c in chain
+        if c["kind"] == "stage" and (Path(c["dir"]) / "data.json").is_file()
+    }
 
 
 def _publish(eval_dir: Path, run_dir: Path) -> None:
