@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
-from arc_lab.objectives import functional as Fn
-from arc_lab.objectives.base import AnswerLogps, InputKind, Objective
+from arc_lab.objectives.base import InputKind
+from arc_lab.objectives.clm import CLMLoss
 
 
-class SFTLoss(Objective):
+class SFTLoss(CLMLoss):
     """Negative log-likelihood of the gold answer given the question (prompt tokens masked).
 
     Paper: supervised fine-tuning / instruction tuning (e.g. Wei et al. 2022, "Finetuned Language Models
@@ -18,26 +16,10 @@ class SFTLoss(Objective):
 
     Intuition: raises the likelihood of the gold answer text exactly as the harness scores it
     (answer-only continuation); token-weighted over the batch, so long answers weigh more in total.
+    The maths is CPT's token-weighted NLL; only the input differs: the batch's one "answer" is the gold
+    answer after its prompt (:attr:`InputKind.ANSWER`) instead of a whole packed block.
 
     No hyper-parameters. Input: K=1, column 0 is the gold answer.
     """
 
-    needs_reference = False
     input_kind = InputKind.ANSWER
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def forward(self, batch: AnswerLogps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Token-weighted answer NLL.
-
-        Args:
-            batch: ``logps``/``tokens``/``mask`` of shape (B, 1).
-
-        Returns:
-            Scalar loss and ``{"nll", "tokens"}``.
-        """
-        Fn.check_k(batch, 1, type(self).__name__)
-        loss = Fn.token_nll(batch)
-        tokens = torch.where(batch.mask, batch.tokens, torch.zeros_like(batch.tokens)).sum()
-        return loss, {"nll": loss.detach(), "tokens": tokens.detach()}
