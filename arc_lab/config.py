@@ -183,6 +183,8 @@ class EvalConfig:
     batch_size: int = 16
     #: ours | lm_eval | both
     backend: str = "ours"
+    #: split scored: test (as lm-eval; reported numbers) | validation (model selection, e.g. hparams_search)
+    split: str = "test"
     #: model max length for left truncation; null = as lm-eval derives it from the model config
     max_length: int | None = None
     #: evaluate the init model before training
@@ -194,6 +196,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check_choice("eval.backend", self.backend, ("ours", "lm_eval", "both"))
+        _check_choice("eval.split", self.split, ("test", "validation"))
         for t in self.tasks:
             _check_choice("eval.tasks[]", t, ("arc_challenge", "arc_easy", "openbookqa", "sciq", "builtin"))
 

@@ -273,6 +273,7 @@ def run_eval_to(cfg: DictConfig, model, tok, out_dir: Path) -> dict:
         data_dir=data_dir_of(cfg),
         batch_size=e.batch_size,
         max_length=e.max_length,
+        split=e.split,
         out_dir=out_dir,
     )
 
@@ -297,6 +298,7 @@ def periodic_eval_fn(cfg: DictConfig, tokenizer):
             data_dir=data_dir_of(cfg),
             batch_size=e.batch_size,
             max_length=e.max_length,
+            split=e.split,
             out_dir=None,
             progress=False,
         )

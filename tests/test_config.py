@@ -165,3 +165,26 @@ def test_hparams_search_composes_with_the_optuna_sweeper(hydra_ctx):
     sweeper = cfg.hydra.sweeper
     assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
     assert set(sweeper.params) == {"objective.beta", "stage.optim.lr"}
+    assert cfg.eval.split == "validation"  # the search never sees the test split
+
+
+def test_eval_split_validation_scores_the_validation_split(tmp_path):
+    from arc_lab.data.loaders import dataset_fingerprint
+    from arc_lab.eval import run_eval
+    from arc_lab.models import load_model
+
+    tiny = dict(
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    model, tok = load_model(source="random", tiny=tiny, seed=0)
+    kw = dict(tasks=["builtin"], num_fewshot=0, batch_size=8, progress=False)
+    val = run_eval("ours", model, tok, split="validation", **kw)["builtin"]
+    test = run_eval("ours", model, tok, **kw)["builtin"]
+    assert (val["split"], val["n"]) == ("validation", 51) and (test["split"], test["n"]) == ("test", 82)
+    assert val["dataset_fingerprint"] == dataset_fingerprint("builtin", "validation")
+    assert val["dataset_fingerprint"] != test["dataset_fingerprint"]

@@ -29,13 +29,11 @@ def items_fingerprint(items: Sequence[MCItem]) -> str:
     return h.hexdigest()[:16]
 
 
-def dataset_fingerprint(task: str, items: Sequence[MCItem], data_dir) -> str:
-    """The data module's fingerprint of the task's eval split; the items' own hash if it has none."""
-    try:
-        from arc_lab.data.loaders import dataset_fingerprint as loader_fp
-    except ImportError:  # data module without fingerprints: hash exactly what was evaluated
-        return items_fingerprint(items)
-    return loader_fp(task, "test", data_dir)
+def dataset_fingerprint(task: str, split: str, data_dir) -> str:
+    """The data module's fingerprint of the file (or generated set) a task's eval split was read from."""
+    from arc_lab.data.loaders import dataset_fingerprint as loader_fp
+
+    return loader_fp(task, split, data_dir)
 
 
 def task_metrics(samples: Sequence[dict], *, num_fewshot: int, fingerprint: str) -> dict:

@@ -26,11 +26,15 @@ def _fewshot_map(tasks: Sequence[str], num_fewshot: int | dict[str, int]) -> dic
     return {t: int(num_fewshot) for t in tasks}
 
 
-def load_task_items(task: str, data_dir):
-    """(eval split, few-shot pool) of a task via :func:`arc_lab.data.loaders.load_mc`."""
+def load_task_items(task: str, data_dir, split: str = EVAL_SPLIT):
+    """(eval split, few-shot pool) of a task via :func:`arc_lab.data.loaders.load_mc`.
+
+    ``split`` is ``test`` for lm-eval parity; ``validation`` keeps the test split out of model selection
+    (hyper-parameter searches). The few-shot pool is always the train split, as in lm-eval.
+    """
     from arc_lab.data.loaders import load_mc
 
-    return load_mc(task, EVAL_SPLIT, data_dir), load_mc(task, FEWSHOT_SPLIT, data_dir)
+    return load_mc(task, split, data_dir), load_mc(task, FEWSHOT_SPLIT, data_dir)
 
 
 def compare_samples(ours: dict[str, list[dict]], ref: dict[str, list[dict]]) -> dict:
@@ -81,6 +85,7 @@ def run_eval(
     out_dir: str | Path | None = None,
     progress: bool = True,
     task_items: dict | None = None,
+    split: str = EVAL_SPLIT,
 ) -> dict:
     """Evaluate ``model`` on ``tasks`` with one backend; write files when ``out_dir`` is given.
 
@@ -97,6 +102,8 @@ def run_eval(
             ``lm_eval/``, the comparison in ``metrics.json["parity"]``).
         progress: tqdm bars.
         task_items: ``{task: (eval_items, fewshot_pool)}`` to bypass the loader (tests, benchmarks).
+        split: the split scored: ``test`` (lm-eval's choice, the default) or ``validation`` (for model
+            selection, so that a search never sees test); recorded per task in ``metrics.json``.
 
     Returns:
         The ``metrics.json`` dict: ``{task: {acc, acc_stderr, acc_norm, acc_norm_stderr, acc_bytes, n,
@@ -109,9 +116,9 @@ def run_eval(
     for t in tasks:
         check_task(t)
     shots = _fewshot_map(tasks, num_fewshot)
-    items = task_items if task_items is not None else {t: load_task_items(t, data_dir) for t in tasks}
+    items = task_items if task_items is not None else {t: load_task_items(t, data_dir, split) for t in tasks}
     fps = {
-        t: (dataset_fingerprint(t, items[t][0], data_dir) if task_items is None else _items_fp(items[t][0]))
+        t: (dataset_fingerprint(t, split, data_dir) if task_items is None else _items_fp(items[t][0]))
         for t in tasks
     }
     from arc_lab.models import model_fingerprint
@@ -155,7 +162,8 @@ def run_eval(
     metrics = {}
     for name, per_task in samples.items():
         metrics[name] = {
-            t: task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]) for t in tasks
+            t: {**task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]), "split": split}
+            for t in tasks
         }
         metrics[name].update(model_fingerprint=model_fp, backend=name)
     main = "ours" if "ours" in samples else "lm_eval"
