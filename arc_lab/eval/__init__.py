@@ -1,6 +1,6 @@
 """lm-eval-parity evaluation: tasks, few-shot prompts, prefix-shared scoring, metrics, lm_eval backend.
 
-Entry points: :func:`evaluate` / :func:`run_eval` (tasks by name, files in ``out_dir``),
+Entry point: :func:`run_eval` (tasks by name, files in ``out_dir``),
 :func:`evaluate_items` (in-memory MCItems), :func:`flat_metrics` (W&B view).
 """
 
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from arc_lab.eval.metrics import aggregate, flat_metrics, score_item
 from arc_lab.eval.ours import evaluate_items
-from arc_lab.eval.runner import BACKENDS, compare_samples, evaluate, run_eval
+from arc_lab.eval.runner import BACKENDS, compare_samples, run_eval
 
 __all__ = [
     "BACKENDS",
     "aggregate",
     "compare_samples",
-    "evaluate",
     "evaluate_items",
     "flat_metrics",
     "run_eval",

@@ -179,35 +179,6 @@ def run_eval(
     return result
 
 
-def evaluate(
-    model,
-    tokenizer,
-    tasks: Sequence[str],
-    num_fewshot: int | dict[str, int],
-    limit: int | float | None = None,
-    data_dir: str | Path | None = None,
-    batch_size: int = 8,
-    out_dir: str | Path | None = None,
-    max_length: int | None = None,
-    backend: str = "ours",
-    progress: bool = True,
-) -> dict:
-    """The orchestrator's entry point: :func:`run_eval` with the ``eval`` config's flat knobs."""
-    return run_eval(
-        backend,
-        model,
-        tokenizer,
-        tasks=tasks,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        data_dir=data_dir,
-        batch_size=batch_size,
-        max_length=max_length,
-        out_dir=out_dir,
-        progress=progress,
-    )
-
-
 def _items_fp(items) -> str:
     from arc_lab.eval.outputs import items_fingerprint
 
