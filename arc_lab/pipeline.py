@@ -258,15 +258,10 @@ def _publish_dir(tmp: Path, final: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_eval_to(cfg: DictConfig, model, tok, out_dir: Path) -> dict:
-    """Run the configured evaluation backend and write metrics.json + samples/ into ``out_dir``."""
-    from arc_lab.eval import run_eval
-
+def _eval_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """``run_eval`` keyword arguments from the ``eval`` group (everything but backend and out_dir)."""
     e = cfg.eval
-    return run_eval(
-        e.backend,
-        model,
-        tok,
+    return dict(
         tasks=list(e.tasks),
         num_fewshot=e.num_fewshot,
         limit=e.limit,
@@ -274,8 +269,14 @@ def run_eval_to(cfg: DictConfig, model, tok, out_dir: Path) -> dict:
         batch_size=e.batch_size,
         max_length=e.max_length,
         split=e.split,
-        out_dir=out_dir,
     )
+
+
+def run_eval_to(cfg: DictConfig, model, tok, out_dir: Path) -> dict:
+    """Run the configured evaluation backend and write metrics.json + samples/ into ``out_dir``."""
+    from arc_lab.eval import run_eval
+
+    return run_eval(cfg.eval.backend, model, tok, out_dir=out_dir, **_eval_kwargs(cfg))
 
 
 def periodic_eval_fn(cfg: DictConfig, tokenizer):
@@ -286,22 +287,10 @@ def periodic_eval_fn(cfg: DictConfig, tokenizer):
     from arc_lab.eval import run_eval
     from arc_lab.eval.metrics import flat_metrics
 
+    backend = "ours" if cfg.eval.backend == "both" else cfg.eval.backend  # one backend mid-training
+
     def eval_fn(model, step: int) -> dict[str, float]:
-        e = cfg.eval
-        metrics = run_eval(
-            e.backend if e.backend != "both" else "ours",
-            model,
-            tokenizer,
-            tasks=list(e.tasks),
-            num_fewshot=e.num_fewshot,
-            limit=e.limit,
-            data_dir=data_dir_of(cfg),
-            batch_size=e.batch_size,
-            max_length=e.max_length,
-            split=e.split,
-            out_dir=None,
-            progress=False,
-        )
+        metrics = run_eval(backend, model, tokenizer, out_dir=None, progress=False, **_eval_kwargs(cfg))
         return flat_metrics(metrics)
 
     return eval_fn
