@@ -32,6 +32,25 @@ from arc_lab.train.stepper import torch_stepper
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "conf" / "launcher" / "deepspeed_zero2.yaml"
 STEPS, GRAD_ACCUM, GLOBAL_MICRO = 4, 2, 2  # optimizer steps; micro-batches per step; rows per micro-batch
+LOOP_LR, LOOP_STEPS = 5e-2, 3  # the shared-loop runs (constant schedule, no warm-up)
+
+# How close must two AdamW runs be that compute the same gradients with different fp32 rounding
+# (ZeRO-2 vs plain torch, 2 ranks x 1 row vs 1 process x 2 rows: other GEMM shapes and kernels, another
+# summation order)? Not bitwise, and not within a fixed max |dw| either:
+# - Each gradient coordinate g_i carries a rounding error |e_i| <= gamma * G_i (G_i = sum of |terms|,
+#   gamma = n*u ~ 3e3 * 6e-8 ~ 2e-4 at worst for the longest reductions here, ~1e-6 typically), which the
+#   CPU's kernel choice (AVX2 vs AVX-512 blocking) decides.
+# - AdamW normalises every coordinate by its own RMS: the step is lr * m/(sqrt(v)+eps), |m/sqrt(v)| <= ~1.
+#   A coordinate whose gradient cancels to near zero (|g_i| ~ |e_i|) can therefore move by anything in
+#   [-lr, lr] on one side and the other: max |dw| is bounded only by 2 * lr * steps. That is why a 1e-5
+#   bound (= lr * 2e-4) held on one machine and failed at 3.7e-5 on another (issue 10).
+# - Coordinates that do not cancel agree to ~gamma relative. If |g_i|/G_i has a density rho ~ 1 near 0,
+#   E[(dw_i / (lr*steps))^2] <= ~4 * rho * gamma, so the RMS difference in units of the largest possible
+#   Adam movement (sum of the step lrs) is <= ~2*sqrt(gamma) ~ 0.03 at worst.
+# - A data-parallel bug (a rank's rows dropped or duplicated, wrong averaging before clipping) changes the
+#   gradient direction: RMS difference O(0.5) in the same units (plain2_worker measures such a control).
+# So the weights must agree to RMS <= ADAM_RMS_TOL * sum(lr_t): 3x the worst rounding case, 5x below a bug.
+ADAM_RMS_TOL = 0.1
 
 
 def _preset() -> dict:
@@ -137,14 +156,26 @@ def _run_worker(cmd: list[str], out_dir: Path, world: int, timeout: int = 420) -
     return [json.loads(p.read_text()) for p in results]
 
 
+def _adam_rms(a: dict, b: dict, lrs) -> float:
+    """RMS of ``a - b`` over all trainable coordinates, in units of ``sum(lrs)`` (the most an AdamW
+    coordinate can move in those steps); see the note on ADAM_RMS_TOL."""
+    import torch
+
+    d = torch.cat([(a[n] - b[n]).flatten() for n in a])
+    return float(d.pow(2).mean().sqrt()) / sum(lrs)
+
+
 def _check(res: dict) -> None:
     assert res["losses"][-1] < res["losses"][0], res["losses"]
     assert res["param_change"] > 1e-4  # the adapter moved
     assert res["frozen_change"] == 0.0  # the base did not
-    assert res["max_diff_vs_torch"] < 1e-5, res  # ZeRO-2 == plain AdamW + clipping + schedule
+    assert res["rms_vs_torch"] < ADAM_RMS_TOL, res  # ZeRO-2 == plain AdamW + clipping + schedule
     assert res["lrs"] == pytest.approx(res["torch_lrs"], rel=1e-9)
     assert max(res["grad_norms"]) > 0.1  # above max_grad_norm: clipping was active
-    assert res["grad_norms"] == pytest.approx(res["torch_grad_norms"], rel=1e-4)
+    # the first step's norm is the same gradient up to rounding (relative error <= gamma ~ 2e-4); later
+    # norms also see the (bounded) weight differences
+    assert res["grad_norms"][0] == pytest.approx(res["torch_grad_norms"][0], rel=1e-3)
+    assert res["grad_norms"] == pytest.approx(res["torch_grad_norms"], rel=ADAM_RMS_TOL)
     assert res["ckpt_files"] and all(f.startswith("deepspeed/") for f in res["ckpt_files"])
     assert res["resume_max_diff"] == 0.0  # save -> fresh engine -> load -> one more step: identical
     assert res["resume_lr_equal"]
@@ -173,13 +204,22 @@ def test_zero2_two_processes_torchrun(tmp_path):
     }
 
 
+def _check_losses(ds: list[float], plain: list[float]) -> None:
+    """Step 1 sees identical weights: the losses agree to rounding (a mean of ~100 fp32 terms of size ~1,
+    |error| << 1e-5). Later steps also see the weight differences, which are at most ADAM_RMS_TOL of the
+    movement, so the losses agree to that fraction of how far they moved."""
+    assert ds[0] == pytest.approx(plain[0], abs=1e-5)
+    for d, p in zip(ds[1:], plain[1:], strict=True):
+        assert d == pytest.approx(p, abs=1e-5 + ADAM_RMS_TOL * abs(p - plain[0]))
+
+
 @pytest.mark.slow
 def test_zero2_in_the_shared_loop(tmp_path):
     (res,) = _run_worker([sys.executable, str(Path(__file__)), str(tmp_path), "loop"], tmp_path, world=1)
     assert res["ckpt_has_deepspeed"]
     assert len(res["ds_losses"]) == 3
-    assert res["ds_losses"] == pytest.approx(res["torch_losses"], abs=1e-6)
-    assert res["max_diff_vs_torch"] < 1e-5
+    _check_losses(res["ds_losses"], res["torch_losses"])
+    assert res["rms_vs_torch"] < ADAM_RMS_TOL, res
     assert res["resumed_from"] == 2 and res["resume_max_diff"] == 0.0  # exact resume through the engine
 
 
@@ -191,8 +231,11 @@ def test_zero2_data_parallel_loop_equals_one_process(tmp_path):
     r0, r1 = _run_worker(cmd, tmp_path, world=2)
     _run_worker([sys.executable, str(Path(__file__)), str(tmp_path), "plain2"], tmp_path, world=1)
     plain = json.loads((tmp_path / "plain.json").read_text())
-    assert r0["ds_losses"] == pytest.approx(plain["torch_losses"], abs=1e-5)
-    assert plain["max_diff_vs_torch"] < 1e-5
+    _check_losses(r0["ds_losses"], plain["torch_losses"])
+    assert plain["rms_vs_torch"] < ADAM_RMS_TOL, plain
+    # the control: a plain run that sees only half of each global batch (what a sharding bug gives) is
+    # far outside the bound, so the bound can tell a bug from rounding
+    assert plain["rms_half_batch"] > 2 * ADAM_RMS_TOL, plain
     assert r0["ckpts"] == ["step-000002", "step-000003"]  # no per-rank temp folders left behind
     for r in (r0, r1):
         assert r["resumed_from"] == 2 and r["resume_max_diff"] == 0.0
@@ -305,6 +348,7 @@ def worker(out_dir: Path) -> None:
         "param_change": max(float((p1[n] - p0[n]).abs().max()) for n in p0),
         "frozen_change": max(float((frozen1[n].detach() - v).abs().max()) for n, v in frozen0.items()),
         "max_diff_vs_torch": max(float((p1[n] - p_ref[n]).abs().max()) for n in p1),
+        "rms_vs_torch": _adam_rms(p1, p_ref, lrs),
         "param_checksum": float(sum(v.double().sum() for v in p1.values())),
         "ckpt_files": sorted(str(p.relative_to(ckpt)) for p in ckpt.rglob("*.pt")),
         "resume_max_diff": max(float((a[n] - b[n]).abs().max()) for n in a),
@@ -334,8 +378,8 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2):
     model, tok = load_model(source="random", arch="llama", tiny=tiny, seed=0)
     pairs = build_pairs(builtin_items("train")[:4])
     optim = OptimConfig(
-        lr=5e-2,
-        max_steps=3,
+        lr=LOOP_LR,
+        max_steps=LOOP_STEPS,
         batch_size=batch_size,
         grad_accum=2,
         warmup_ratio=0.0,
@@ -377,6 +421,7 @@ def loop_worker(out_dir: Path) -> None:
         "ds_losses": [h["loss"] for h in full.history if "loss" in h],
         "torch_losses": [h["loss"] for h in plain.history if "loss" in h],
         "max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
+        "rms_vs_torch": _adam_rms(a, b, [LOOP_LR] * LOOP_STEPS),
         "resumed_from": resumed.resumed_from,
         "resume_max_diff": max(float((a[n] - c[n]).abs().max()) for n in a),
         "ckpt_has_deepspeed": (full.checkpoint / "deepspeed").is_dir(),
@@ -420,9 +465,12 @@ def plain2_worker(out_dir: Path) -> None:
     import torch
 
     plain = _loop_run(out_dir / "torch", torch_stepper, out_dir / "cache_plain", batch_size=2)
+    half = _loop_run(out_dir / "half", torch_stepper, out_dir / "cache_half", batch_size=1)
     a, b = torch.load(out_dir / "ds_trainable.pt"), _trainable(plain.model)
     result = {
         "max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
+        "rms_vs_torch": _adam_rms(a, b, [LOOP_LR] * LOOP_STEPS),
+        "rms_half_batch": _adam_rms(_trainable(half.model), b, [LOOP_LR] * LOOP_STEPS),
         "torch_losses": [h["loss"] for h in plain.history if "loss" in h],
     }
     (out_dir / "plain.json").write_text(json.dumps(result, indent=1))
