@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from numerics import ADAM_RMS_TOL, adam_rms, check_losses  # tests/numerics.py: why these bounds
 
 from arc_lab.train.deepspeed_engine import (
     DeepSpeedConfigError,
@@ -33,24 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "conf" / "launcher" / "deepspeed_zero2.yaml"
 STEPS, GRAD_ACCUM, GLOBAL_MICRO = 4, 2, 2  # optimizer steps; micro-batches per step; rows per micro-batch
 LOOP_LR, LOOP_STEPS = 5e-2, 3  # the shared-loop runs (constant schedule, no warm-up)
-
-# How close must two AdamW runs be that compute the same gradients with different fp32 rounding
-# (ZeRO-2 vs plain torch, 2 ranks x 1 row vs 1 process x 2 rows: other GEMM shapes and kernels, another
-# summation order)? Not bitwise, and not within a fixed max |dw| either:
-# - Each gradient coordinate g_i carries a rounding error |e_i| <= gamma * G_i (G_i = sum of |terms|,
-#   gamma = n*u ~ 3e3 * 6e-8 ~ 2e-4 at worst for the longest reductions here, ~1e-6 typically), which the
-#   CPU's kernel choice (AVX2 vs AVX-512 blocking) decides.
-# - AdamW normalises every coordinate by its own RMS: the step is lr * m/(sqrt(v)+eps), |m/sqrt(v)| <= ~1.
-#   A coordinate whose gradient cancels to near zero (|g_i| ~ |e_i|) can therefore move by anything in
-#   [-lr, lr] on one side and the other: max |dw| is bounded only by 2 * lr * steps. That is why a 1e-5
-#   bound (= lr * 2e-4) held on one machine and failed at 3.7e-5 on another (issue 10).
-# - Coordinates that do not cancel agree to ~gamma relative. If |g_i|/G_i has a density rho ~ 1 near 0,
-#   E[(dw_i / (lr*steps))^2] <= ~4 * rho * gamma, so the RMS difference in units of the largest possible
-#   Adam movement (sum of the step lrs) is <= ~2*sqrt(gamma) ~ 0.03 at worst.
-# - A data-parallel bug (a rank's rows dropped or duplicated, wrong averaging before clipping) changes the
-#   gradient direction: RMS difference O(0.5) in the same units (plain2_worker measures such a control).
-# So the weights must agree to RMS <= ADAM_RMS_TOL * sum(lr_t): 3x the worst rounding case, 5x below a bug.
-ADAM_RMS_TOL = 0.1
 
 
 def _preset() -> dict:
@@ -156,15 +139,6 @@ def _run_worker(cmd: list[str], out_dir: Path, world: int, timeout: int = 420) -
     return [json.loads(p.read_text()) for p in results]
 
 
-def _adam_rms(a: dict, b: dict, lrs) -> float:
-    """RMS of ``a - b`` over all trainable coordinates, in units of ``sum(lrs)`` (the most an AdamW
-    coordinate can move in those steps); see the note on ADAM_RMS_TOL."""
-    import torch
-
-    d = torch.cat([(a[n] - b[n]).flatten() for n in a])
-    return float(d.pow(2).mean().sqrt()) / sum(lrs)
-
-
 def _check(res: dict) -> None:
     assert res["losses"][-1] < res["losses"][0], res["losses"]
     assert res["param_change"] > 1e-4  # the adapter moved
@@ -204,21 +178,12 @@ def test_zero2_two_processes_torchrun(tmp_path):
     }
 
 
-def _check_losses(ds: list[float], plain: list[float]) -> None:
-    """Step 1 sees identical weights: the losses agree to rounding (a mean of ~100 fp32 terms of size ~1,
-    |error| << 1e-5). Later steps also see the weight differences, which are at most ADAM_RMS_TOL of the
-    movement, so the losses agree to that fraction of how far they moved."""
-    assert ds[0] == pytest.approx(plain[0], abs=1e-5)
-    for d, p in zip(ds[1:], plain[1:], strict=True):
-        assert d == pytest.approx(p, abs=1e-5 + ADAM_RMS_TOL * abs(p - plain[0]))
-
-
 @pytest.mark.slow
 def test_zero2_in_the_shared_loop(tmp_path):
     (res,) = _run_worker([sys.executable, str(Path(__file__)), str(tmp_path), "loop"], tmp_path, world=1)
     assert res["ckpt_has_deepspeed"]
     assert len(res["ds_losses"]) == 3
-    _check_losses(res["ds_losses"], res["torch_losses"])
+    check_losses(res["ds_losses"], res["torch_losses"])
     assert res["rms_vs_torch"] < ADAM_RMS_TOL, res
     assert res["resumed_from"] == 2 and res["resume_max_diff"] == 0.0  # exact resume through the engine
 
@@ -231,7 +196,7 @@ def test_zero2_data_parallel_loop_equals_one_process(tmp_path):
     r0, r1 = _run_worker(cmd, tmp_path, world=2)
     _run_worker([sys.executable, str(Path(__file__)), str(tmp_path), "plain2"], tmp_path, world=1)
     plain = json.loads((tmp_path / "plain.json").read_text())
-    _check_losses(r0["ds_losses"], plain["torch_losses"])
+    check_losses(r0["ds_losses"], plain["torch_losses"])
     assert plain["rms_vs_torch"] < ADAM_RMS_TOL, plain
     # the control: a plain run that sees only half of each global batch (what a sharding bug gives) is
     # far outside the bound, so the bound can tell a bug from rounding
@@ -348,7 +313,7 @@ def worker(out_dir: Path) -> None:
         "param_change": max(float((p1[n] - p0[n]).abs().max()) for n in p0),
         "frozen_change": max(float((frozen1[n].detach() - v).abs().max()) for n, v in frozen0.items()),
         "max_diff_vs_torch": max(float((p1[n] - p_ref[n]).abs().max()) for n in p1),
-        "rms_vs_torch": _adam_rms(p1, p_ref, lrs),
+        "rms_vs_torch": adam_rms(p1, p_ref, lrs),
         "param_checksum": float(sum(v.double().sum() for v in p1.values())),
         "ckpt_files": sorted(str(p.relative_to(ckpt)) for p in ckpt.rglob("*.pt")),
         "resume_max_diff": max(float((a[n] - b[n]).abs().max()) for n in a),
@@ -421,7 +386,7 @@ def loop_worker(out_dir: Path) -> None:
         "ds_losses": [h["loss"] for h in full.history if "loss" in h],
         "torch_losses": [h["loss"] for h in plain.history if "loss" in h],
         "max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
-        "rms_vs_torch": _adam_rms(a, b, [LOOP_LR] * LOOP_STEPS),
+        "rms_vs_torch": adam_rms(a, b, [LOOP_LR] * LOOP_STEPS),
         "resumed_from": resumed.resumed_from,
         "resume_max_diff": max(float((a[n] - c[n]).abs().max()) for n in a),
         "ckpt_has_deepspeed": (full.checkpoint / "deepspeed").is_dir(),
@@ -469,8 +434,8 @@ def plain2_worker(out_dir: Path) -> None:
     a, b = torch.load(out_dir / "ds_trainable.pt"), _trainable(plain.model)
     result = {
         "max_diff_vs_torch": max(float((a[n] - b[n]).abs().max()) for n in a),
-        "rms_vs_torch": _adam_rms(a, b, [LOOP_LR] * LOOP_STEPS),
-        "rms_half_batch": _adam_rms(_trainable(half.model), b, [LOOP_LR] * LOOP_STEPS),
+        "rms_vs_torch": adam_rms(a, b, [LOOP_LR] * LOOP_STEPS),
+        "rms_half_batch": adam_rms(_trainable(half.model), b, [LOOP_LR] * LOOP_STEPS),
         "torch_losses": [h["loss"] for h in plain.history if "loss" in h],
     }
     (out_dir / "plain.json").write_text(json.dumps(result, indent=1))
