@@ -1,10 +1,16 @@
 """Faults that are the user's to fix fail before any work, in one line that names the key or the file.
 
-In-process checks go through the same functions the CLI calls (``to_run_config``, ``plan_chain``).
+In-process checks go through the same functions the CLI calls (``to_run_config``, ``plan_chain``, the data
+and eval loaders); a few subprocess runs check the CLI's own error path (exit status 2, one line on stderr,
+no traceback).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +189,123 @@ def test_model_path_switches_to_that_checkpoint(hydra_ctx, tmp_path):
     assert root_ref(cfg).key != root_ref(base_cfg).key  # the base-model caches do not mix the two
     model, _ = load_ref(cfg, root_ref(cfg))
     assert model_fingerprint(model) == model_fingerprint(saved)
+
+
+# ------------------------------------------------------------------------ defect 10: messages name the file
+def _empty_split_dir(root: Path) -> Path:
+    (root / "arc_easy").mkdir(parents=True)
+    (root / "arc_easy" / "train.jsonl").write_text("")
+    (root / "arc_easy" / "test.jsonl").write_text("\n")  # blank lines only: no rows either
+    (root / "sciq").mkdir()
+    (root / "sciq" / "train.jsonl").write_text("")
+    return root
+
+
+def test_empty_training_file_is_named(tmp_path):
+    from arc_lab.data.loaders import DataError
+    from arc_lab.stage import training_items
+
+    data = _empty_split_dir(tmp_path)
+    with pytest.raises(DataError) as e:
+        training_items(["builtin", "arc_easy"], data_dir=str(data), hub=False, cap=None, seed=0)
+    assert str(e.value) == (
+        f"{data / 'arc_easy' / 'train.jsonl'}: no training questions (data.train_sources has 'arc_easy'); "
+        "fill the file or drop the source"
+    )
+
+
+def test_empty_cpt_source_is_named(tmp_path):
+    from omegaconf import OmegaConf
+
+    from arc_lab.config import DataConfig
+    from arc_lab.data.loaders import DataError
+    from arc_lab.objectives.base import InputKind
+    from arc_lab.stage import build_examples
+
+    data = _empty_split_dir(tmp_path)
+    cfg = OmegaConf.structured(DataConfig(name="t", cpt_sources=["builtin_prose", "sciq_support"]))
+    with pytest.raises(DataError, match=f"^{data / 'sciq' / 'train.jsonl'}: no documents for CPT"):
+        build_examples(InputKind.PACKED, cfg, None, seq_len=8, seed=0, data_dir=str(data))
+
+
+def test_empty_eval_split_is_named(tmp_path):
+    from arc_lab.data.loaders import DataError
+    from arc_lab.eval.runner import load_task_items
+
+    data = _empty_split_dir(tmp_path)
+    with pytest.raises(DataError) as e:
+        load_task_items("arc_easy", str(data), "test")
+    assert str(e.value).startswith(
+        f"{data / 'arc_easy' / 'test.jsonl'}: the test split of eval task 'arc_easy'"
+    )
+
+
+def test_unwritable_run_folder_is_detected(tmp_path):
+    from arc_lab.rundir import unwritable_reason
+
+    assert unwritable_reason(tmp_path / "new" / "run") is None
+    (tmp_path / "file").write_text("")
+    assert unwritable_reason(tmp_path / "file" / "run") == f"{tmp_path / 'file'} is not a directory"
+    if os.geteuid() != 0:  # root writes anywhere: the mode bits only bind other users
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        assert unwritable_reason(ro / "run") == f"{ro} is not writable"
+
+
+# --------------------------------------------------------------------------------------------- the CLI
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "arc_lab", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_line(out: subprocess.CompletedProcess) -> str:
+    """The failure as the user sees it: exit status 2, one ``arc_lab:`` line on stderr, no traceback."""
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "Traceback" not in out.stdout, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("arc_lab: "), out.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_cli_user_faults_exit_2_in_one_line(tmp_path):
+    tiny = ["model=tiny_llama", f"output_root={tmp_path / 'out'}"]
+    typo = one_line(run_cli(*tiny, "stage=eval", "+eval.limt=5"))
+    assert "invalid configuration: eval.limt: unknown key (did you mean eval.limit?)" in typo
+
+    (tmp_path / "file").write_text("")
+    run_dir = tmp_path / "file" / "run"
+    msg = one_line(run_cli(*tiny, "stage=eval", f"hydra.run.dir={run_dir}"))
+    assert msg.startswith(f"arc_lab: cannot write the run folder {run_dir} (hydra.run.dir):")
+
+    # an empty training file: found when the stage builds its data, named, nothing marked done
+    data = _empty_split_dir(tmp_path / "data")
+    (data / "arc_challenge").mkdir()
+    (data / "arc_challenge" / "test.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "q1",
+                "question": {
+                    "stem": "Which is a gas?",
+                    "choices": [{"label": "A", "text": "air"}, {"label": "B", "text": "rock"}],
+                },
+                "answerKey": "A",
+            }
+        )
+        + "\n"
+    )
+    args = ["stage=dpo_cpu", "eval.before=false", f"data.data_dir={data}", "data.train_sources=[arc_easy]"]
+    msg = one_line(run_cli(*tiny, *args))
+    assert msg == (
+        f"arc_lab: DataError: {data / 'arc_easy' / 'train.jsonl'}: no training questions "
+        "(data.train_sources has 'arc_easy'); fill the file or drop the source"
+    )
+    assert not list((tmp_path / "out").rglob("DONE"))
+
+    full = run_cli(*tiny, "stage=eval", "+eval.limt=5", env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr  # the full stack on request
