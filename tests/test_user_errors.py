@@ -240,6 +240,16 @@ def test_empty_eval_split_is_named(tmp_path):
     )
 
 
+def test_fewshot_pool_too_small_names_eval_num_fewshot():
+    from arc_lab.data.builtin import builtin_items
+    from arc_lab.data.loaders import DataError
+    from arc_lab.eval.tasks import build_contexts
+
+    pool = builtin_items("train")
+    with pytest.raises(DataError, match=rf"^eval.num_fewshot=999: task builtin .* pool has {len(pool)} "):
+        build_contexts("builtin", builtin_items("test")[:1], pool, 999)
+
+
 def test_unwritable_run_folder_is_detected(tmp_path):
     from arc_lab.rundir import unwritable_reason
 
