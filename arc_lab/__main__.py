@@ -4,8 +4,9 @@ Composes the ``model``, ``data``, ``stage``, ``objective``, ``eval`` and ``logge
 ``experiment`` presets), validates the result before any work, and runs the stage pipeline.
 
 A failure that is the user's to fix (a bad override, a missing or malformed data file, a model that cannot
-be found) exits with status 2 and the message, which names the file or the override key, without a Python
-traceback; ``HYDRA_FULL_ERROR=1`` re-raises it for the full stack trace.
+be found, training that diverged under the configured hyper-parameters) exits with status 2 and the
+message, which names the file or the override key, without a Python traceback; ``HYDRA_FULL_ERROR=1``
+re-raises it for the full stack trace.
 """
 
 from __future__ import annotations
@@ -30,8 +31,17 @@ def user_errors() -> tuple[type[Exception], ...]:
     from arc_lab.data.loaders import DataError, DataSourceError
     from arc_lab.models import ModelLoadError
     from arc_lab.train.deepspeed_engine import DeepSpeedConfigError
+    from arc_lab.train.loop import TrainingDiverged  # names stage.optim.lr and the last good checkpoint
 
-    return (ConfigError, DataError, DataSourceError, ContaminationError, ModelLoadError, DeepSpeedConfigError)
+    return (
+        ConfigError,
+        DataError,
+        DataSourceError,
+        ContaminationError,
+        ModelLoadError,
+        DeepSpeedConfigError,
+        TrainingDiverged,
+    )
 
 
 def exit_with_user_error(e: Exception) -> None:
