@@ -123,12 +123,14 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 def check_model_path(path: str) -> None:
     """``model.path`` names a checkpoint directory (with ``config.json``) or could be a Hub id.
 
-    A path that does not exist locally fails here when it cannot be a Hub id (absolute, ``./``, ``~``, more
-    than one ``/``) or when the Hub is off (``HF_HUB_OFFLINE``), instead of after the work before loading.
+    A path that does not exist locally fails here when it cannot be a Hub id (absolute, ``./``, more than
+    one ``/``) or when the Hub is off (``HF_HUB_OFFLINE``), instead of after the work before loading.
     """
     if not path:
         raise ConfigError("model.path is empty: model.source=pretrained needs a local directory or Hub id")
-    local = Path(path).expanduser()
+    if path.startswith("~"):
+        raise ConfigError(f"model.path={path!r}: '~' is not expanded here; give the full path")
+    local = Path(path)
     if local.exists():
         if not (local / "config.json").is_file():
             raise ConfigError(

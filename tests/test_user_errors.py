@@ -156,6 +156,7 @@ def test_model_path_that_cannot_exist_fails_naming_model_path(hydra_ctx, tmp_pat
         "model.path='/does/not/exist': no such directory, and not a Hub id (owner/name)"
     )
     assert "model.path='./ckpt/x/y'" in config_error(["stage=eval", "model.path=./ckpt/x/y"])
+    assert "'~' is not expanded" in config_error(["stage=eval", "model.path='~/ckpt'"])
     assert f"model.path='{tmp_path}': a directory without config.json" in config_error(
         ["stage=eval", f"model.path={tmp_path}"]
     )
