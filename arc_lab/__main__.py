@@ -2,11 +2,17 @@
 
 Composes the ``model``, ``data``, ``stage``, ``objective``, ``eval`` and ``logger`` groups (plus
 ``experiment`` presets), validates the result before any work, and runs the stage pipeline.
+
+A failure that is the user's to fix (a bad override, a missing or malformed data file, a model that cannot
+be found, training that diverged under the configured hyper-parameters) exits with status 2 and the
+message, which names the file or the override key, without a Python traceback; ``HYDRA_FULL_ERROR=1``
+re-raises it for the full stack trace.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -19,6 +25,34 @@ log = logging.getLogger("arc_lab")
 register_configs()
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions whose message says what input to fix (and that never mean a bug in arc_lab)."""
+    from arc_lab.data.builders import ContaminationError
+    from arc_lab.data.loaders import DataError, DataSourceError
+    from arc_lab.models import ModelLoadError
+    from arc_lab.train.deepspeed_engine import DeepSpeedConfigError
+    from arc_lab.train.loop import TrainingDiverged  # names stage.optim.lr and the last good checkpoint
+
+    return (
+        ConfigError,
+        DataError,
+        DataSourceError,
+        ContaminationError,
+        ModelLoadError,
+        DeepSpeedConfigError,
+        TrainingDiverged,
+    )
+
+
+def exit_with_user_error(e: Exception) -> None:
+    """Print ``arc_lab: <what>: <message>`` on stderr and exit 2; re-raise under ``HYDRA_FULL_ERROR=1``."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise e
+    what = "invalid configuration" if isinstance(e, ConfigError) else type(e).__name__
+    print(f"arc_lab: {what}: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run. Returns the final dev acc_norm (the value Hydra sweepers optimise)."""
@@ -27,10 +61,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         run = to_run_config(cfg)
         plan = plan_chain(cfg)
-    except ConfigError as e:
-        print(f"arc_lab: invalid configuration: {e}", file=sys.stderr)
-        sys.exit(2)
-    return run_pipeline(run, plan, run_dir=HydraConfig.get().runtime.output_dir)
+        return run_pipeline(run, plan, run_dir=HydraConfig.get().runtime.output_dir)
+    except user_errors() as e:
+        exit_with_user_error(e)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,21 @@ edit here.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
+import logging
+import math
+import os
+import re
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 STAGES = ("cpt", "sft", "dpo", "eval")
@@ -32,6 +41,38 @@ def _check_choice(key: str, value: Any, allowed: tuple | list) -> None:
         raise ConfigError(f"{key}={value!r}: expected one of {list(allowed)}")
 
 
+def _check_int(key: str, value: int | None, minimum: int, *, null: str = "") -> None:
+    """``value >= minimum`` (``null`` says what None means; empty = None is not allowed)."""
+    if value is None and null:
+        return
+    if value is None or value < minimum:
+        also = f" or null ({null})" if null else ""
+        raise ConfigError(f"{key}={value}: expected an integer >= {minimum}{also}")
+
+
+def _check_float(
+    key: str,
+    value: float,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """``value`` is a finite number in ``[low, high]`` (``low_open``/``high_open`` exclude the ends)."""
+    ok = (
+        math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
+    if not ok:
+        if high == math.inf:
+            rng = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            rng = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{key}={value}: expected a finite number {rng}")
+
+
 @dataclass
 class ModelConfig:
     """Which network and tokenizer to load (see arc_lab.models.load_model)."""
@@ -39,7 +80,7 @@ class ModelConfig:
     name: str = MISSING
     #: gguf (shipped GGUF, cached as safetensors) | pretrained (local dir or Hub id) | random (tiny, tests)
     source: str = "gguf"
-    #: local directory or Hub id, for source=pretrained
+    #: local directory or Hub id; setting it loads it (source becomes pretrained, with a warning)
     path: str = ""
     gguf_package: str = ""
     gguf_file: str = ""
@@ -62,12 +103,74 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_choice("model.source", self.source, ("gguf", "pretrained", "random"))
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
-        if self.source == "pretrained" and not self.path:
+        _check_choice("model.arch", self.arch, ("llama", "mistral"))
+        if self.path and self.source != "pretrained":  # to_run_config switches the source first
             raise ConfigError(
-                "model.path is empty: model.source=pretrained needs a local directory or Hub id"
+                f"model.path={self.path!r} is only read with model.source=pretrained "
+                f"(model.source={self.source!r}): add model.source=pretrained or drop model.path"
             )
+        if self.source == "pretrained":
+            check_model_path(self.path)
         if self.source == "gguf" and not (self.gguf_package and self.gguf_file):
             raise ConfigError("model.source=gguf needs model.gguf_package and model.gguf_file")
+        _check_tiny(self.tiny, required=self.source == "random")
+
+
+#: Hub repo ids: ``name`` or ``owner/name`` of letters, digits, ``-``, ``_`` and ``.`` (huggingface_hub's rule).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+
+
+def check_model_path(path: str) -> None:
+    """``model.path`` names a checkpoint directory (with ``config.json``) or could be a Hub id.
+
+    A path that does not exist locally fails here when it cannot be a Hub id (absolute, ``./``, more than
+    one ``/``) or when the Hub is off (``HF_HUB_OFFLINE``), instead of after the work before loading.
+    """
+    if not path:
+        raise ConfigError("model.path is empty: model.source=pretrained needs a local directory or Hub id")
+    if path.startswith("~"):
+        raise ConfigError(f"model.path={path!r}: '~' is not expanded here; give the full path")
+    local = Path(path)
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ConfigError(
+                f"model.path={path!r}: {'a directory without config.json' if local.is_dir() else 'not a directory'}"
+                "; expected a Hugging Face checkpoint folder (config.json + weights) or a Hub id"
+            )
+        return
+    if not _HUB_ID.match(path) or ".." in path:
+        raise ConfigError(f"model.path={path!r}: no such directory, and not a Hub id (owner/name)")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ConfigError(
+            f"model.path={path!r}: no such local directory, and HF_HUB_OFFLINE is set so it cannot be read "
+            "from the Hub; download it on a connected machine and set model.path=/that/dir"
+        )
+
+
+def _tiny_keys() -> list[str]:
+    """Size keys of ``model.tiny``: the keyword-only parameters of ``tiny_random_model`` it passes."""
+    from arc_lab.models import tiny_random_model
+
+    params = inspect.signature(tiny_random_model).parameters.values()
+    skip = ("vocab_size", "seed")  # from the tokenizer and model.seed
+    return [
+        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in skip
+    ]
+
+
+def _check_tiny(tiny: dict[str, int], *, required: bool) -> None:
+    if not tiny and not required:
+        return
+    keys = _tiny_keys()
+    for k, v in tiny.items():
+        if k not in keys:
+            raise ConfigError(
+                f"model.tiny.{k}: unknown key{_did_you_mean(k, keys, 'model.tiny.')}; known: {keys}"
+            )
+        _check_int(f"model.tiny.{k}", v, 1)
+    missing = [k for k in keys if k not in tiny]
+    if required and missing:
+        raise ConfigError(f"model.tiny is missing {missing}: model.source=random needs all of {keys}")
 
 
 @dataclass
@@ -98,6 +201,8 @@ class DataConfig:
             _check_choice(
                 "data.train_sources[]", s, ("builtin", "arc_challenge", "arc_easy", "openbookqa", "sciq")
             )
+        _check_int("data.max_items_per_source", self.max_items_per_source, 1, null="all")
+        _check_int("data.max_cpt_texts", self.max_cpt_texts, 1, null="all")
 
 
 @dataclass
@@ -109,6 +214,13 @@ class LoraConfig:
     alpha: int = 128
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(PROJECTIONS))
+
+    def __post_init__(self) -> None:
+        _check_int("stage.lora.r", self.r, 1)
+        _check_int("stage.lora.alpha", self.alpha, 1)
+        _check_float("stage.lora.dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        if self.enabled and not self.target_modules:
+            raise ConfigError("stage.lora.target_modules=[]: a LoRA stage needs at least one module name")
 
 
 @dataclass
@@ -125,6 +237,7 @@ class OptimConfig:
     warmup_ratio: float = 0.1
     scheduler: str = "linear"
     weight_decay: float = 0.0
+    #: clip the global grad norm to this (0 = no clipping)
     max_grad_norm: float = 1.0
     #: fp32 | bf16 (bf16 autocast on GPU and CPU alike; weights and optimizer state stay fp32)
     precision: str = "fp32"
@@ -136,10 +249,16 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _check_choice("stage.optim.scheduler", self.scheduler, ("linear", "cosine", "constant"))
         _check_choice("stage.optim.precision", self.precision, ("fp32", "bf16"))
-        if self.lr <= 0:
-            raise ConfigError(f"stage.optim.lr={self.lr}: expected > 0")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("stage.optim.batch_size and stage.optim.grad_accum must be >= 1")
+        _check_float("stage.optim.lr", self.lr, low=0.0, low_open=True)
+        _check_float("stage.optim.epochs", self.epochs, low=0.0, low_open=True)
+        _check_int("stage.optim.max_steps", self.max_steps, 1, null="run the epochs")
+        _check_int("stage.optim.batch_size", self.batch_size, 1)
+        _check_int("stage.optim.grad_accum", self.grad_accum, 1)
+        _check_float("stage.optim.warmup_ratio", self.warmup_ratio, low=0.0, high=1.0)
+        _check_float("stage.optim.weight_decay", self.weight_decay, low=0.0)
+        _check_float("stage.optim.max_grad_norm", self.max_grad_norm, low=0.0)  # 0 = no clipping
+        _check_int("stage.optim.log_every", self.log_every, 1)
+        _check_int("stage.optim.save_every", self.save_every, 0)
 
 
 @dataclass
@@ -170,6 +289,8 @@ class StageConfig:
     def __post_init__(self) -> None:
         _check_choice("stage", self.name, STAGES)
         _check_choice("stage.merge_dtype", self.merge_dtype, ("float32", "bfloat16", "float16"))
+        # a sequence gives len-1 next-token targets: one token trains nothing
+        _check_int("stage.seq_len", self.seq_len, 2)
 
 
 @dataclass
@@ -197,8 +318,20 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check_choice("eval.backend", self.backend, ("ours", "lm_eval", "both"))
         _check_choice("eval.split", self.split, ("test", "validation"))
+        if not self.tasks:
+            raise ConfigError("eval.tasks=[]: expected at least one task")
         for t in self.tasks:
             _check_choice("eval.tasks[]", t, ("arc_challenge", "arc_easy", "openbookqa", "sciq", "builtin"))
+        _check_int("eval.num_fewshot", self.num_fewshot, 0)
+        _check_int("eval.batch_size", self.batch_size, 1)
+        _check_int("eval.max_length", self.max_length, 1, null="derived from the model config")
+        _check_int("eval.every", self.every, 0)
+        lim = self.limit
+        if lim is not None and not (0 < lim < 1 or (math.isfinite(lim) and lim >= 1 and lim == int(lim))):
+            raise ConfigError(
+                f"eval.limit={lim:g}: expected null (all docs), an integer >= 1 (the first N docs) or a "
+                "fraction in (0, 1)"
+            )
 
 
 @dataclass
@@ -265,33 +398,113 @@ def register_configs() -> None:
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
-    """Validate a composed config: run every ``__post_init__`` and the cross-group checks."""
+    """Validate a composed config: no unknown keys, every ``__post_init__``, the cross-group checks.
+
+    A non-empty ``model.path`` under another ``model.source`` switches ``cfg`` (in place, so that the run
+    folder's ``config.yaml`` and the caches see it) to ``model.source=pretrained``, with a warning.
+    """
     from arc_lab.objectives import OBJECTIVES
 
+    check_known_keys(cfg)
+    if cfg.model.path and cfg.model.source != "pretrained":
+        check_model_path(cfg.model.path)
+        log.warning(
+            "model.path=%r is set: loading it with model.source=pretrained instead of model.source=%s "
+            "(the %s preset's own weights are not used)",
+            cfg.model.path,
+            cfg.model.source,
+            cfg.model.name,
+        )
+        cfg.model.source = "pretrained"
     try:
         run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except ConfigError:
         raise
     except Exception as e:  # omegaconf validation errors carry the full key
-        raise ConfigError(str(e)) from e
+        raise ConfigError(_omegaconf_message(e)) from e
     run.objective = check_objective(run.stage.name, dict(run.objective), OBJECTIVES)
+    _check_stage_data(run)
     return run
 
 
+def _omegaconf_message(e: Exception, prefix: str = "") -> str:
+    """One line from an omegaconf error: ``<prefix><full key>: <what is wrong>``."""
+    key = getattr(e, "full_key", None)
+    msg = str(getattr(e, "msg", None) or e).strip().splitlines()[0]
+    return f"{prefix}{key}: {msg}" if key else f"{prefix}{msg}"
+
+
+def _check_stage_data(run: RunConfig) -> None:
+    """The data fields the stage reads are not empty (CPT packs prose, the others build from questions)."""
+    if run.stage.name == "cpt" and not run.data.cpt_sources:
+        raise ConfigError("data.cpt_sources=[]: stage=cpt trains on prose; name at least one source")
+    if run.stage.name in ("sft", "dpo") and not run.data.train_sources:
+        raise ConfigError(f"data.train_sources=[]: stage={run.stage.name} trains on questions; name a source")
+
+
+# ------------------------------------------------------------------------------------------ unknown keys
+def _did_you_mean(key: str, candidates: list[str], prefix: str = "") -> str:
+    """`` (did you mean <prefix><closest>?)``, or an empty string when nothing is close."""
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _schema_paths(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted field path of a schema dataclass, nested dataclasses expanded."""
+    out = []
+    for name, typ in typing.get_type_hints(cls).items():
+        out += _schema_paths(typ, f"{prefix}{name}.") if dataclasses.is_dataclass(typ) else [prefix + name]
+    return out
+
+
+def check_known_keys(cfg: DictConfig, schema: type | None = None, prefix: str = "") -> None:
+    """Refuse keys the schema does not declare (a ``+key=value`` typo), naming the closest known key.
+
+    OmegaConf lets ``+eval.limt=5`` add a key to a structured node and ``to_object`` then drops it, so a
+    typo would run with the default. Open dict fields are not walked: ``objective`` (checked by
+    :func:`check_objective`), ``model.tiny`` (by :class:`ModelConfig`) and ``stage.deepspeed`` (a DeepSpeed
+    config, checked against ``stage.optim`` by arc_lab.train.deepspeed_engine); Hydra's own ``hydra`` node is
+    skipped.
+    """
+    schema = schema or RunConfig
+    hints = typing.get_type_hints(schema)
+    for key in map(str, cfg.keys()):
+        if not prefix and key == "hydra":
+            continue
+        if key not in hints:
+            hint = _did_you_mean(key, list(hints), prefix)
+            if not hint:  # a key of another group (``+lr=1``): the same name anywhere in the schema
+                same = [p for p in _schema_paths(RunConfig) if p.rsplit(".", 1)[-1] == key]
+                hint = f" (did you mean {same[0]}?)" if same else ""
+            where = f"keys of {prefix[:-1]}" if prefix else "top-level keys"
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}; {where}: {list(hints)}")
+        if dataclasses.is_dataclass(hints[key]):
+            node = cfg._get_node(key)
+            if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+                check_known_keys(node, hints[key], f"{prefix}{key}.")
+
+
+# ------------------------------------------------------------------------------------------- objective
 def check_objective(stage: str, objective: dict[str, Any], registry: dict[str, type]) -> dict[str, Any]:
-    """The objective exists, its parameters have the loss's names and types, and it consumes what
-    the stage trains on. Returns the parameters with the loss's defaults filled in."""
+    """The objective exists, its parameters have the loss's names, types and ranges (the loss constructor's
+    own checks), and it consumes what the stage trains on. Returns the parameters with the loss's defaults
+    filled in."""
     name = objective.get("name")
     if name not in registry:
         raise ConfigError(f"objective={name!r} is not registered; registered objectives: {sorted(registry)}")
     schema = OmegaConf.structured(objective_schema(name, registry[name]))
+    accepted = [k for k in schema if k != "name"]
+    for key in objective:
+        if key not in schema:
+            raise ConfigError(
+                f"objective.{key}: not a parameter of objective={name}{_did_you_mean(key, accepted, 'objective.')}"
+                f"; accepted parameters: {accepted}"
+            )
     try:
         params = OmegaConf.to_container(OmegaConf.merge(schema, objective), throw_on_missing=True)
-    except Exception as e:  # unknown key or wrong type: omegaconf names the key
-        accepted = [k for k in schema if k != "name"]
-        raise ConfigError(
-            f"objective={name}: {e}\n    (the key is objective.<full_key>); accepted parameters: {accepted}"
-        ) from e
+    except Exception as e:  # wrong type or missing value: omegaconf names the key
+        raise ConfigError(f"{_omegaconf_message(e, 'objective.')} (objective={name})") from e
+    _check_objective_values(name, params, registry[name])
     if stage == "eval":
         return params
     kind = registry[name].input_kind.value
@@ -303,3 +516,14 @@ def check_objective(stage: str, objective: dict[str, Any], registry: dict[str, t
             f"Objectives that fit stage={stage}: {fits}"
         )
     return params
+
+
+def _check_objective_values(name: str, params: dict[str, Any], cls: type) -> None:
+    """Build the loss once, so that its constructor's range checks (beta > 0, eps in [0, 0.5), ...) run
+    before any work; an :class:`~arc_lab.objectives.functional.ParamError` names the parameter."""
+    from arc_lab.objectives.functional import ParamError
+
+    try:
+        cls(**{k: v for k, v in params.items() if k != "name"})
+    except ParamError as e:
+        raise ConfigError(f"objective.{e.key}={e.value!r}: expected {e.expected} (objective={name})") from e

@@ -188,8 +188,9 @@ def load_pretrained(path: str, *, dtype: torch.dtype, attn_implementation: str |
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         where = "a local directory" if Path(path).exists() else "a Hub id"
+        reason = " ".join(str(e).split())  # one line: transformers' message spans several
         raise ModelLoadError(
-            f"model.path={path!r} ({where}) could not be loaded: {e}\n"
+            f"model.path={path!r} ({where}) could not be loaded: {reason}; "
             f"Hub models need network access (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}) or a "
             f"local copy: download it on a connected machine (`huggingface-cli download {path}`) and set "
             f"model.path=/that/dir."

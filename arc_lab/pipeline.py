@@ -31,7 +31,7 @@ from typing import Any
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from arc_lab.config import ConfigError, RunConfig, to_run_config
+from arc_lab.config import ConfigError, RunConfig, check_known_keys, to_run_config
 from arc_lab.runinfo import atomic_write_text, config_hash, write_json, write_provenance
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,10 @@ def init_config(cfg: DictConfig) -> DictConfig:
             composed = compose(
                 config_name="config", overrides=[f"stage={init}", f"objective={natural}", *extra]
             )
+        check_known_keys(composed)  # a `+key` typo in init_overrides
     except Exception as e:  # MissingConfigException and override errors name the option
-        raise ConfigError(f"stage.init={init!r} with stage.init_overrides={extra}: {e}") from e
+        msg = " ".join(str(e).split("\n"))
+        raise ConfigError(f"stage.init={init!r} with stage.init_overrides={extra}: {msg}") from e
     out = OmegaConf.to_container(cfg, resolve=True)
     composed_c = OmegaConf.to_container(composed, resolve=True)
     out["stage"], out["objective"] = composed_c["stage"], composed_c["objective"]
@@ -94,7 +96,12 @@ def plan_chain(cfg: DictConfig) -> list[DictConfig]:
         parent = init_config(chain[0])
         if parent.stage.name == "eval":
             raise ConfigError(f"stage.init={chain[0].stage.init!r} is an eval stage; it produces no weights")
-        to_run_config(parent)
+        try:
+            to_run_config(parent)
+        except ConfigError as e:
+            raise ConfigError(
+                f"stage.init={chain[0].stage.init!r} (the stage this one starts from): {e}"
+            ) from e
         chain.insert(0, parent)
     return chain
 

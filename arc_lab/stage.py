@@ -26,7 +26,7 @@ from arc_lab.data.builders import (
     cpt_texts,
     pack_blocks,
 )
-from arc_lab.data.loaders import dataset_fingerprint, load_mc
+from arc_lab.data.loaders import DataError, dataset_fingerprint, load_mc, resolve_data_dir, split_location
 from arc_lab.data.records import MCItem
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import InputKind
@@ -42,6 +42,11 @@ def training_items(
     items: list[MCItem] = []
     for source in sources:
         rows = load_mc(source, "train", data_dir, hub=hub)
+        if not rows:
+            raise DataError(
+                f"{split_location(source, 'train', data_dir, hub)}: no training questions "
+                f"(data.train_sources has {source!r}); fill the file or drop the source"
+            )
         if cap is not None and len(rows) > cap:
             rows = random.Random(seed).sample(rows, cap)
         items.extend(rows)
@@ -65,7 +70,15 @@ def build_examples(
     """Training examples for an objective's input kind, plus a description for ``data.json``."""
     info: dict[str, Any] = {"kind": kind.value}
     if kind is InputKind.PACKED:
-        texts = cpt_texts(list(data.cpt_sources), data_dir, hub=data.hub)
+        texts = []
+        for source in data.cpt_sources:  # one by one, to name a source that gives nothing
+            got = cpt_texts([source], data_dir, hub=data.hub)
+            if not got:
+                raise DataError(
+                    f"{_cpt_location(source, data_dir, data.hub)}: no documents for CPT "
+                    f"(data.cpt_sources has {source!r}); fill it or drop the source"
+                )
+            texts += got
         if data.max_cpt_texts is not None:
             texts = texts[: data.max_cpt_texts]
         blocks = pack_blocks(texts, tokenizer, seq_len=seq_len)
@@ -90,6 +103,14 @@ def build_examples(
         fingerprints={s: dataset_fingerprint(s, "train", data_dir, hub=data.hub) for s in data.train_sources},
     )
     return examples, info
+
+
+def _cpt_location(source: str, data_dir: str | None, hub: bool) -> str:
+    """Where a ``data.cpt_sources`` entry is read from, for messages."""
+    if source == "sciq_support":
+        return split_location("sciq", "train", data_dir, hub)
+    root = resolve_data_dir(data_dir)
+    return str(root / source) if root is not None else f"{source} ({'the Hub' if hub else 'no data folder'})"
 
 
 class PrefixLogger:

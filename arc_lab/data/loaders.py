@@ -114,6 +114,22 @@ def split_file(data_dir: str | Path, dataset: str, split: str) -> Path:
     return found[0]
 
 
+def split_location(dataset: str, split: str, data_dir: str | Path | None = None, hub: bool = False) -> str:
+    """Where :func:`load_mc` reads a split from, for messages: the file, the built-in set or the Hub."""
+    if dataset == "builtin":
+        return f"the built-in set's {canonical_split(split)} split (arc_lab.data.builtin)"
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        try:
+            return str(split_file(root, dataset, split))
+        except DataSourceError:
+            return str(root / dataset)
+    if hub:
+        path, name = HUB_DATASETS[dataset]
+        return f"the Hub dataset {path}{'/' + name if name else ''} ({canonical_split(split)})"
+    return f"{dataset}/{canonical_split(split)} (no data folder configured)"
+
+
 # ----------------------------------------------------------------------------------------- reading
 def read_jsonl(path: str | Path, where: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file.

@@ -32,9 +32,15 @@ def load_task_items(task: str, data_dir, split: str = EVAL_SPLIT):
     ``split`` is ``test`` for lm-eval parity; ``validation`` keeps the test split out of model selection
     (hyper-parameter searches). The few-shot pool is always the train split, as in lm-eval.
     """
-    from arc_lab.data.loaders import load_mc
+    from arc_lab.data.loaders import DataError, load_mc, split_location
 
-    return load_mc(task, split, data_dir), load_mc(task, FEWSHOT_SPLIT, data_dir)
+    items = load_mc(task, split, data_dir)
+    if not items:
+        raise DataError(
+            f"{split_location(task, split, data_dir)}: the {split} split of eval task {task!r} has no "
+            f"questions; fill it or drop {task} from eval.tasks"
+        )
+    return items, load_mc(task, FEWSHOT_SPLIT, data_dir)
 
 
 def compare_samples(ours: dict[str, list[dict]], ref: dict[str, list[dict]]) -> dict:

@@ -93,9 +93,11 @@ def build_contexts(
     if num_fewshot < 0:
         raise ValueError(f"eval.num_fewshot={num_fewshot}: must be >= 0")
     if num_fewshot and len(fewshot_pool) < num_fewshot:
-        raise ValueError(
-            f"task {task}: {num_fewshot}-shot needs at least {num_fewshot} train examples, "
-            f"the few-shot pool has {len(fewshot_pool)}"
+        from arc_lab.data.loaders import DataError  # a user fault: the CLI reports it in one line
+
+        raise DataError(
+            f"eval.num_fewshot={num_fewshot}: task {task} needs at least {num_fewshot} train examples, "
+            f"its few-shot pool has {len(fewshot_pool)} (the train split)"
         )
     rnd = random.Random(seed)
     pool = list(fewshot_pool)

@@ -34,8 +34,7 @@ class CDPOLoss(Objective):
         super().__init__()
         name = type(self).__name__
         Fn.check_positive(beta, "beta", name)
-        if not 0 <= label_smoothing < 0.5:
-            raise ValueError(f"{name}: label_smoothing={label_smoothing!r} must be in [0, 0.5)")
+        Fn.check_half_open(label_smoothing, 0.0, 0.5, "label_smoothing", name)
         Fn.check_norm(norm, name)
         self.beta = beta
         self.label_smoothing = label_smoothing

@@ -7,6 +7,8 @@ raises a ``ValueError`` naming the objective (``owner``) and the field at fault,
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -15,22 +17,37 @@ from arc_lab.objectives.base import AnswerLogps, Norm
 NORMS: tuple[str, ...] = ("sum", "token", "char", "byte")
 
 
+class ParamError(ValueError):
+    """A hyper-parameter is out of range; ``key``, ``value`` and ``expected`` let the config layer name
+    ``objective.<key>``."""
+
+    def __init__(self, owner: str, key: str, value, expected: str) -> None:
+        super().__init__(f"{owner}: {key}={value!r} must be {expected}")
+        self.key, self.value, self.expected = key, value, expected
+
+
 def check_norm(norm: str, owner: str) -> None:
     """Raise unless ``norm`` is one of :data:`NORMS`."""
     if norm not in NORMS:
-        raise ValueError(f"{owner}: norm={norm!r}, expected one of {list(NORMS)}")
+        raise ParamError(owner, "norm", norm, f"one of {list(NORMS)}")
 
 
 def check_positive(value: float, key: str, owner: str) -> None:
-    """Raise unless ``value > 0``."""
-    if not value > 0:
-        raise ValueError(f"{owner}: {key}={value!r} must be > 0")
+    """Raise unless ``value`` is finite and ``> 0``."""
+    if not (math.isfinite(value) and value > 0):
+        raise ParamError(owner, key, value, "a finite number > 0")
 
 
 def check_non_negative(value: float, key: str, owner: str) -> None:
-    """Raise unless ``value >= 0``."""
-    if not value >= 0:
-        raise ValueError(f"{owner}: {key}={value!r} must be >= 0")
+    """Raise unless ``value`` is finite and ``>= 0``."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ParamError(owner, key, value, "a finite number >= 0")
+
+
+def check_half_open(value: float, low: float, high: float, key: str, owner: str) -> None:
+    """Raise unless ``low <= value < high``."""
+    if not low <= value < high:
+        raise ParamError(owner, key, value, f"in [{low:g}, {high:g})")
 
 
 def check_k(batch: AnswerLogps, k: int | None, owner: str) -> None:

@@ -35,8 +35,7 @@ class RobustDPOLoss(Objective):
         super().__init__()
         name = type(self).__name__
         Fn.check_positive(beta, "beta", name)
-        if not 0 <= eps < 0.5:
-            raise ValueError(f"{name}: eps={eps!r} must be in [0, 0.5)")
+        Fn.check_half_open(eps, 0.0, 0.5, "eps", name)
         Fn.check_norm(norm, name)
         self.beta = beta
         self.eps = eps
