@@ -69,6 +69,7 @@ def save_memo() -> None:
     if not isinstance(merged, dict):
         merged = {}
     merged.update(_memo)
+    merged = {k: v for k, v in merged.items() if os.path.exists(k)}  # forget deleted files
     try:
         write_json(_memo_file, merged)
         _memo_dirty = False

@@ -240,18 +240,17 @@ def _train_entry(
     """Train (or rebuild) the stage entry ``stage_dir``, then write its manifest and ``DONE``."""
     from arc_lab.stage import _barrier, train_stage
 
-    if (stage_dir / "DONE").is_file():  # finished once, damaged since: rebuild it from scratch
+    # A finished entry damaged since (its checkpoints are gone: it trains from the start). Nothing is
+    # deleted first: model/, train.json, the manifest and DONE are replaced as training finishes, and until
+    # then every rank and job sees the same damaged entry (a rebuild killed midway resumes from its
+    # checkpoints on the next run).
+    if (stage_dir / "DONE").is_file():
         log.warning(
             "stage cache entry %s (%s) is incomplete or changed (%s): rebuilding it",
             stage_dir,
             label,
             problem,
         )
-        if is_main_process():
-            for name in ("DONE", manifest.MANIFEST, "train.json"):
-                (stage_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(stage_dir / "model", ignore_errors=True)
-        _barrier()
     log.info("stage cache miss: training %s (%s) in %s (%s)", label, h, stage_dir, problem)
     if is_main_process():
         write_provenance(stage_dir, cfg, stage_hash=h, init=parent.key, data_inputs=inputs)
