@@ -184,3 +184,27 @@ def test_damaged_stage_and_eval_entries_are_rebuilt(hydra_ctx, tmp_path):
     assert json.loads((final_eval / "metrics.json").read_text()) == json.loads(good)
     assert _metrics(truncated) == json.loads(good)
     assert run_app(root, "after", *args).evals_cached() == [True, True]  # healed: hits again
+
+
+@pytest.mark.slow
+def test_data_that_changes_while_a_stage_trains_does_not_finish_the_entry(hydra_ctx, tmp_path, data_dir):
+    """The key is taken before training reads the data; if the content differs afterwards, the entry would
+    be keyed on data it was not trained on: it is left unfinished (no DONE) and the run fails naming it."""
+    from arc_lab import stage
+
+    train_file = data_dir / "arc_easy" / "train.jsonl"
+    real = stage.train_stage
+
+    def edit_then_train(*args, **kwargs):
+        out = real(*args, **kwargs)
+        _write(train_file, [_row(i) for i in range(5)])  # edited by someone while the stage ran
+        return out
+
+    args = ["stage=sft_cpu", "objective=sft", "stage.optim.max_steps=1", "data.train_sources=[arc_easy]"]
+    args += ["eval.before=false", "eval.tasks=[arc_easy]", f"data.data_dir={data_dir}"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stage, "train_stage", edit_then_train)
+        with pytest.raises(RuntimeError, match=r"changed while it trained \(\['arc_easy/train'\]\)"):
+            run_app(tmp_path / "out", "edited", *args)
+    (entry,) = (tmp_path / "out" / "stages").iterdir()
+    assert not (entry / "DONE").exists() and not (entry / "MANIFEST.json").exists()
