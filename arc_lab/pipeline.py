@@ -38,6 +38,7 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from arc_lab import manifest
+from arc_lab.cache import STAGE_ENTRY_PARTS, eval_entry_problem, stage_entry_problem, why_no_entry
 from arc_lab.config import ConfigError, RunConfig, to_run_config
 from arc_lab.runinfo import atomic_write_text, config_hash, write_json, write_provenance
 
@@ -152,24 +153,20 @@ def eval_inputs(cfg: DictConfig) -> dict[str, str]:
     return eval_data_inputs(list(e.tasks), data_dir_of(cfg), e.split, num_fewshot)
 
 
-def stage_hash(cfg: DictConfig, init_key: str, inputs: dict[str, str]) -> str:
-    """Content hash of everything that determines a stage's output weights: the config fields that matter,
-    the init model's identity and the content of the data read (``inputs``, from :func:`stage_inputs`)."""
+def _stage_config_key(cfg: DictConfig, init_key: str) -> dict[str, Any]:
+    """The config fields that determine a stage's weights, with the init model's identity."""
     c = OmegaConf.to_container(cfg, resolve=True)
     stage = {k: v for k, v in c["stage"].items() if k not in _NOT_HASHED}
     stage["optim"] = {k: v for k, v in stage["optim"].items() if k not in _NOT_HASHED}
     stage["init"] = init_key
     data = {k: c["data"][k] for k in _DATA_READ["cpt" if stage["name"] == "cpt" else "mc"]}
-    return config_hash(
-        {
-            "model": c["model"],
-            "data": data,
-            "stage": stage,
-            "objective": c["objective"],
-            "seed": c["seed"],
-            "data_inputs": inputs,
-        }
-    )
+    return {"model": c["model"], "data": data, "stage": stage, "objective": c["objective"], "seed": c["seed"]}
+
+
+def stage_hash(cfg: DictConfig, init_key: str, inputs: dict[str, str]) -> str:
+    """Content hash of everything that determines a stage's output weights: the config fields that matter,
+    the init model's identity and the content of the data read (``inputs``, from :func:`stage_inputs`)."""
+    return config_hash({**_stage_config_key(cfg, init_key), "data_inputs": inputs})
 
 
 def stage_label(cfg: DictConfig, parent: ModelRef) -> str:
@@ -192,12 +189,16 @@ def ensure_stage(
     offset = sum(c["steps"] for c in chain if c["kind"] == "stage")  # W&B steps continue along the chain
     problem = stage_entry_problem(stage_dir)
     cached = problem is None
+    config_key = config_hash(_stage_config_key(cfg, parent.key))
+    if problem == "not trained yet":
+        problem = why_no_entry(root / "stages", "provenance.json", config_key, inputs)
     if not cached:
         with _stage_lock(stage_dir, label):
-            problem = stage_entry_problem(stage_dir)  # a parallel job may have trained it meanwhile
-            cached = problem is None
+            cached = stage_entry_problem(stage_dir) is None  # a parallel job may have trained it meanwhile
             if not cached:
-                _train_entry(cfg, parent, stage_dir, h, inputs, problem, label, cell_logger, offset)
+                _train_entry(
+                    cfg, parent, stage_dir, h, config_key, inputs, problem, label, cell_logger, offset
+                )
     if cached:
         log.info(
             "stage cache hit: %s (%s) -> %s: DONE, files match %s", label, h, stage_dir, manifest.MANIFEST
@@ -214,23 +215,12 @@ def ensure_stage(
     return ref
 
 
-#: What a stage-cache entry's manifest covers: everything a cache hit reads.
-STAGE_ENTRY_PARTS = ("model", "train.json", "data.json")
-
-
-def stage_entry_problem(stage_dir: Path) -> str | None:
-    """None when ``stage_dir`` is a finished stage whose files match its manifest, else why it is not."""
-    if not (stage_dir / "DONE").is_file():
-        return "not trained yet" if not stage_dir.is_dir() else "not finished (no DONE)"
-    problems = manifest.check_manifest(stage_dir)
-    return "; ".join(problems) if problems else None
-
-
 def _train_entry(
     cfg: DictConfig,
     parent: ModelRef,
     stage_dir: Path,
     h: str,
+    config_key: str,
     inputs: dict[str, str],
     problem: str,
     label: str,
@@ -253,7 +243,9 @@ def _train_entry(
         )
     log.info("stage cache miss: training %s (%s) in %s (%s)", label, h, stage_dir, problem)
     if is_main_process():
-        write_provenance(stage_dir, cfg, stage_hash=h, init=parent.key, data_inputs=inputs)
+        write_provenance(
+            stage_dir, cfg, stage_hash=h, init=parent.key, config_key=config_key, data_inputs=inputs
+        )
     train_stage(cfg, parent, stage_dir, label=label, cell_logger=cell_logger, step_offset=offset)
     now = stage_inputs(cfg)
     if now != inputs:
@@ -318,10 +310,13 @@ def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -
     if done:
         return Path(done[0]["dir"])
     inputs = eval_inputs(cfg)
+    config_key = config_hash({"model": ref.key, "eval": _eval_cfg(cfg)})
     h = config_hash({"model": ref.key, "eval": _eval_cfg(cfg), "data_inputs": inputs})
     eval_dir = root / "evals" / h
     problem = eval_entry_problem(eval_dir)
     cached = problem is None
+    if problem == "not evaluated yet":
+        problem = why_no_entry(root / "evals", "key.json", config_key, inputs)
     if cached:
         log.info("eval cache hit: %s (%s): files match %s", ref.label, eval_dir, manifest.MANIFEST)
     else:
@@ -338,6 +333,7 @@ def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -
             raise RuntimeError(
                 f"the eval data changed while {ref.label} was evaluated; rerun to evaluate it again"
             )
+        write_json(tmp / "key.json", {"model": ref.key, "config_key": config_key, "data_inputs": inputs})
         manifest.write_manifest(tmp)
         _publish_dir(tmp, eval_dir)
     manifest.save_memo()
@@ -345,14 +341,6 @@ def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -
         {"kind": "eval", "label": ref.label, "model": ref.key, "dir": str(eval_dir), "cached": cached}
     )
     return eval_dir
-
-
-def eval_entry_problem(eval_dir: Path) -> str | None:
-    """None when ``eval_dir`` holds an evaluation whose files match its manifest, else why it does not."""
-    if not eval_dir.is_dir():
-        return "not evaluated yet"
-    problems = manifest.check_manifest(eval_dir)
-    return "; ".join(problems) if problems else None
 
 
 def _publish_dir(tmp: Path, final: Path) -> None:

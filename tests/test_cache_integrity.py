@@ -78,6 +78,7 @@ def test_editing_the_eval_split_in_place_recomputes_the_evaluation(hydra_ctx, tm
     _rotate_gold(test)
     rotated = run_app(root, "rotated", *args)
     assert rotated.evals_cached() == [False], rotated.log
+    assert "same config but other data content: ['arc_easy/test']" in rotated.log  # the miss says why
     old, new = _metrics(first)["arc_easy"], _metrics(rotated)["arc_easy"]
     assert new["dataset_fingerprint"] != old["dataset_fingerprint"]
     targets = [json.loads(x)["target"] for x in (rotated.run_dir / "samples" / "arc_easy.jsonl").open()]
@@ -112,6 +113,7 @@ def test_cutting_the_train_file_retrains_the_stage(hydra_ctx, tmp_path, data_dir
     _write(train, [_row(i) for i in range(6)])  # cut to 6 questions in place
     cut = run_app(root, "cut", *args)
     assert cut.stages_cached() == [False] and "stage cache miss" in cut.log
+    assert "same config but other data content: ['arc_easy/train']" in cut.log
     (h1,), (h2,) = ([c["hash"] for c in r.chain if c["kind"] == "stage"] for r in (first, cut))
     assert h1 != h2
     data = json.loads((cut.run_dir / "data.json").read_text())["sft"]
