@@ -12,7 +12,8 @@ start. Its last file is ``MANIFEST.json`` (:mod:`arc_lab.manifest`: size and sha
 rank's shards included -- rank 0 writes it after all ranks saved). Resuming takes the newest checkpoint
 that still matches its manifest (:func:`resume_checkpoint`); a damaged newer one (a truncated
 ``trainable.pt``, a deleted shard) is named in a WARNING and moved aside to ``damaged-step-*`` (kept for
-inspection, out of the rotation), and with none intact training starts over. Only the newest ``keep`` checkpoints are kept. Resuming into an ``out_dir`` written by a run with
+inspection, out of the rotation), and with none intact training starts over. Hashing costs one read of
+the checkpoint per save and per resume (sha256: roughly 1 s per GB). Only the newest ``keep`` checkpoints are kept. Resuming into an ``out_dir`` written by a run with
 a different signature (data, batch size, steps, seed, objective...) is an error, not a silent mix.
 
 Public API: :class:`LoopState`, :func:`latest_checkpoint`, :func:`resume_checkpoint`,
