@@ -4,11 +4,17 @@ A run's ``stage.init`` names where its weights start: ``base`` (the configured m
 (``cpt``/``sft``/``dpo``: that stage's output under the *same* model and data config), or a checkpoint
 path. Earlier stages are composed from their own presets (``stage=<init>`` + ``stage.init_overrides``)
 and found by a hash of every config field that affects their weights (model, data, stage, objective,
-seed and their own init): ``<output_root>/stages/<hash>/`` holds the resolved config, the training
-checkpoints and the final ``model/``. A finished stage (``DONE``) is reused, an unfinished one resumes from
-its checkpoint, and anything that matters changing gives a new hash. Evaluations are cached the same way
-under ``<output_root>/evals/<hash>/`` (model identity + eval config), so a sweep evaluates the base
-model once.
+seed and their own init) and of the *content* of the data they read (:func:`arc_lab.stage.data_inputs`:
+file digests, not the data folder's path): ``<output_root>/stages/<hash>/`` holds the resolved config, the
+training checkpoints and the final ``model/``. A finished stage (``DONE`` and a ``MANIFEST.json`` its files
+still match) is reused; an unfinished one resumes from its checkpoint; a finished one whose files no longer
+match its manifest is rebuilt (logged as a WARNING naming the damage); anything that matters changing gives
+a new hash. A model's identity (what its evaluations and the stages built on it are keyed on) includes the
+digest of its weights. Evaluations are cached the same way under ``<output_root>/evals/<hash>/`` (model
+identity + eval config + content of the eval data), so a sweep evaluates the base model once; an entry that
+fails its manifest (a truncated ``metrics.json``...) is a logged miss and is recomputed. Every hit and
+miss is logged with its reason. File digests are memoised in ``<output_root>/fingerprint-memo.json``
+(:mod:`arc_lab.manifest`).
 
 The run folder (Hydra's output dir) gets ``config.yaml``, ``provenance.json``, ``chain.json`` (every
 stage and evaluation with its cache path), the final model's ``metrics.json`` and ``samples/``, and
@@ -31,6 +37,8 @@ from typing import Any
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
+from arc_lab import manifest
+from arc_lab.cache import STAGE_ENTRY_PARTS, eval_entry_problem, stage_entry_problem, why_no_entry
 from arc_lab.config import ConfigError, RunConfig, check_known_keys, to_run_config
 from arc_lab.runinfo import atomic_write_text, config_hash, write_json, write_provenance
 
@@ -42,6 +50,7 @@ DEFAULT_OBJECTIVE = {"cpt": "clm", "sft": "sft", "dpo": "dpo"}
 _NOT_HASHED = {"init_overrides", "log_every", "save_every", "merge", "deepspeed"}
 #: The data fields a stage reads: CPT packs prose, the other stages build from multiple-choice sources
 #: (the rest of ``data`` -- its name, the other kind's fields -- does not change the stage's weights).
+#: The content of the files they name is hashed separately (:func:`arc_lab.stage.data_inputs`).
 _DATA_READ = {
     "cpt": ("cpt_sources", "max_cpt_texts", "hub"),
     "mc": ("train_sources", "max_items_per_source", "allow_contamination", "hub"),
@@ -52,7 +61,8 @@ _DATA_READ = {
 class ModelRef:
     """Where a model comes from: the configured base model, or a checkpoint directory."""
 
-    #: identity for caches: ``base:<hash of model cfg>``, ``stage:<hash>`` or ``path:<dir>``
+    #: identity for caches: ``base:<hash of model cfg>[:<weights digest>]``, ``stage:<hash>:<weights digest>``
+    #: or ``path:<digest of the directory's files>``
     key: str
     #: for tables: ``base``, ``cpt``, ``cpt→dpo``, ...
     label: str
@@ -114,37 +124,56 @@ def root_ref(cfg: DictConfig) -> ModelRef:
     """The model the first stage of a chain starts from."""
     init = cfg.stage.init
     if init == "base":
-        return ModelRef(key=f"base:{config_hash(cfg.model)}", label="base")
+        key = f"base:{config_hash(cfg.model)}"
+        if cfg.model.source == "pretrained" and Path(cfg.model.path).is_dir():  # a local dir, by content
+            key += ":" + manifest.tree_digest(cfg.model.path)[:16]
+        return ModelRef(key=key, label="base")
     path = Path(init)
     if not (path / "config.json").is_file():
         raise ConfigError(
             f"stage.init={init!r}: expected base, a stage preset ({_presets()}) or a checkpoint "
             f"directory containing config.json"
         )
-    return ModelRef(key=f"path:{path.resolve()}", label=path.name, path=path)
+    return ModelRef(key=f"path:{manifest.tree_digest(path)[:16]}", label=path.name, path=path)
 
 
 def _presets() -> list[str]:
     return sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "stage").glob("*.yaml"))
 
 
-def stage_hash(cfg: DictConfig, init_key: str) -> str:
-    """Content hash of everything that determines a stage's output weights."""
+def stage_inputs(cfg: DictConfig) -> dict[str, str]:
+    """Content fingerprints of the data the stage ``cfg`` reads (:func:`arc_lab.stage.data_inputs`)."""
+    from arc_lab.objectives import OBJECTIVES
+    from arc_lab.stage import data_inputs
+
+    return data_inputs(OBJECTIVES[cfg.objective.name].input_kind, cfg.data, data_dir=data_dir_of(cfg))
+
+
+def eval_inputs(cfg: DictConfig) -> dict[str, str]:
+    """Content fingerprints of the data ``cfg.eval`` reads (:func:`arc_lab.eval.runner.eval_data_inputs`)."""
+    from arc_lab.eval.runner import eval_data_inputs
+
+    e = cfg.eval
+    num_fewshot = (
+        OmegaConf.to_container(e.num_fewshot) if OmegaConf.is_config(e.num_fewshot) else e.num_fewshot
+    )
+    return eval_data_inputs(list(e.tasks), data_dir_of(cfg), e.split, num_fewshot)
+
+
+def _stage_config_key(cfg: DictConfig, init_key: str) -> dict[str, Any]:
+    """The config fields that determine a stage's weights, with the init model's identity."""
     c = OmegaConf.to_container(cfg, resolve=True)
     stage = {k: v for k, v in c["stage"].items() if k not in _NOT_HASHED}
     stage["optim"] = {k: v for k, v in stage["optim"].items() if k not in _NOT_HASHED}
     stage["init"] = init_key
     data = {k: c["data"][k] for k in _DATA_READ["cpt" if stage["name"] == "cpt" else "mc"]}
-    return config_hash(
-        {
-            "model": c["model"],
-            "data": data,
-            "stage": stage,
-            "objective": c["objective"],
-            "seed": c["seed"],
-            "data_dir": data_dir_of(cfg),
-        }
-    )
+    return {"model": c["model"], "data": data, "stage": stage, "objective": c["objective"], "seed": c["seed"]}
+
+
+def stage_hash(cfg: DictConfig, init_key: str, inputs: dict[str, str]) -> str:
+    """Content hash of everything that determines a stage's output weights: the config fields that matter,
+    the init model's identity and the content of the data read (``inputs``, from :func:`stage_inputs`)."""
+    return config_hash({**_stage_config_key(cfg, init_key), "data_inputs": inputs})
 
 
 def stage_label(cfg: DictConfig, parent: ModelRef) -> str:
@@ -158,32 +187,86 @@ def stage_label(cfg: DictConfig, parent: ModelRef) -> str:
 def ensure_stage(
     cfg: DictConfig, parent: ModelRef, root: Path, chain: list[dict], cell_logger=None
 ) -> ModelRef:
-    """Train the stage ``cfg`` describes on top of ``parent`` unless the stage cache has it."""
+    """Train the stage ``cfg`` describes on top of ``parent`` unless the stage cache has it intact."""
     label = stage_label(cfg, parent)
-    h = stage_hash(cfg, parent.key)
+    inputs = stage_inputs(cfg)
+    h = stage_hash(cfg, parent.key, inputs)
     stage_dir = root / "stages" / h
-    ref = ModelRef(key=f"stage:{h}", label=label, path=stage_dir / "model")
     _maybe_eval(cfg, parent, root, chain, when="before")
     offset = sum(c["steps"] for c in chain if c["kind"] == "stage")  # W&B steps continue along the chain
-    cached = (stage_dir / "DONE").is_file()
+    problem = stage_entry_problem(stage_dir)
+    cached = problem is None
+    config_key = config_hash(_stage_config_key(cfg, parent.key))
+    if problem == "not trained yet":
+        problem = why_no_entry(root / "stages", "provenance.json", config_key, inputs)
     if not cached:
         with _stage_lock(stage_dir, label):
-            cached = (stage_dir / "DONE").is_file()  # a parallel job may have trained it meanwhile
+            cached = stage_entry_problem(stage_dir) is None  # a parallel job may have trained it meanwhile
             if not cached:
-                log.info("stage cache miss: training %s (%s) in %s", label, h, stage_dir)
-                write_provenance(stage_dir, cfg, stage_hash=h, init=parent.key)
-                from arc_lab.stage import train_stage
-
-                train_stage(cfg, parent, stage_dir, label=label, cell_logger=cell_logger, step_offset=offset)
-                atomic_write_text(stage_dir / "DONE", h + "\n")
+                _train_entry(
+                    cfg, parent, stage_dir, h, config_key, inputs, problem, label, cell_logger, offset
+                )
     if cached:
-        log.info("stage cache hit: %s (%s) -> %s", label, h, stage_dir)
+        log.info(
+            "stage cache hit: %s (%s) -> %s: DONE, files match %s", label, h, stage_dir, manifest.MANIFEST
+        )
+    manifest.save_memo()
+    ref = ModelRef(
+        key=f"stage:{h}:{manifest.manifest_digest(stage_dir, 'model')}", label=label, path=stage_dir / "model"
+    )
     steps = json.loads((stage_dir / "train.json").read_text())["steps"]
     chain.append(
         {"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached, "steps": steps}
     )
     _maybe_eval(cfg, ref, root, chain, when="after")
     return ref
+
+
+def _train_entry(
+    cfg: DictConfig,
+    parent: ModelRef,
+    stage_dir: Path,
+    h: str,
+    config_key: str,
+    inputs: dict[str, str],
+    problem: str,
+    label: str,
+    cell_logger,
+    offset: int,
+) -> None:
+    """Train (or rebuild) the stage entry ``stage_dir``, then write its manifest and ``DONE``."""
+    from arc_lab.stage import _barrier, train_stage
+
+    # A finished entry damaged since (its checkpoints are gone: it trains from the start). Nothing is
+    # deleted first: model/, train.json, the manifest and DONE are replaced as training finishes, and until
+    # then every rank and job sees the same damaged entry (a rebuild killed midway resumes from its
+    # checkpoints on the next run).
+    if (stage_dir / "DONE").is_file():
+        log.warning(
+            "stage cache entry %s (%s) is incomplete or changed (%s): rebuilding it",
+            stage_dir,
+            label,
+            problem,
+        )
+    log.info("stage cache miss: training %s (%s) in %s (%s)", label, h, stage_dir, problem)
+    if is_main_process():
+        write_provenance(
+            stage_dir, cfg, stage_hash=h, init=parent.key, config_key=config_key, data_inputs=inputs
+        )
+    train_stage(cfg, parent, stage_dir, label=label, cell_logger=cell_logger, step_offset=offset)
+    now = stage_inputs(cfg)
+    if now != inputs:
+        changed = sorted(k for k in set(now) | set(inputs) if now.get(k) != inputs.get(k))
+        raise RuntimeError(
+            f"the data of stage {label} changed while it trained ({changed}); {stage_dir} is left unfinished "
+            "(no DONE): rerun to train it on the data as it is now"
+        )
+    if is_main_process():
+        manifest.write_manifest(
+            stage_dir, STAGE_ENTRY_PARTS
+        )  # last but DONE: a stage is whole once both exist
+        atomic_write_text(stage_dir / "DONE", h + "\n")
+    _barrier()
 
 
 @contextlib.contextmanager
@@ -233,20 +316,34 @@ def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -
     done = [c for c in chain if c["kind"] == "eval" and c["model"] == ref.key]
     if done:
         return Path(done[0]["dir"])
-    h = config_hash({"model": ref.key, "eval": _eval_cfg(cfg), "data_dir": data_dir_of(cfg)})
+    inputs = eval_inputs(cfg)
+    config_key = config_hash({"model": ref.key, "eval": _eval_cfg(cfg)})
+    h = config_hash({"model": ref.key, "eval": _eval_cfg(cfg), "data_inputs": inputs})
     eval_dir = root / "evals" / h
-    cached = (eval_dir / "metrics.json").is_file()
+    problem = eval_entry_problem(eval_dir)
+    cached = problem is None
+    if problem == "not evaluated yet":
+        problem = why_no_entry(root / "evals", "key.json", config_key, inputs)
     if cached:
-        log.info("eval cache hit: %s (%s)", ref.label, eval_dir)
+        log.info("eval cache hit: %s (%s): files match %s", ref.label, eval_dir, manifest.MANIFEST)
     else:
+        log.info("eval cache miss: evaluating %s into %s (%s)", ref.label, eval_dir, problem)
         model, tok = load_ref(cfg, ref)
-        # written aside and renamed into place: metrics.json (the cache marker) and samples/ appear together,
+        # written aside and renamed into place: metrics.json, samples/ and the manifest appear together,
         # never half-written by a killed run or interleaved with a parallel job evaluating the same model
         tmp = eval_dir.with_name(f".{h}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         run_eval_to(cfg, model, tok, tmp)
         del model
+        if eval_inputs(cfg) != inputs:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(
+                f"the eval data changed while {ref.label} was evaluated; rerun to evaluate it again"
+            )
+        write_json(tmp / "key.json", {"model": ref.key, "config_key": config_key, "data_inputs": inputs})
+        manifest.write_manifest(tmp)
         _publish_dir(tmp, eval_dir)
+    manifest.save_memo()
     chain.append(
         {"kind": "eval", "label": ref.label, "model": ref.key, "dir": str(eval_dir), "cached": cached}
     )
@@ -254,11 +351,12 @@ def ensure_eval(cfg: DictConfig, ref: ModelRef, root: Path, chain: list[dict]) -
 
 
 def _publish_dir(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; when a parallel job got there first, keep its (identical) result."""
+    """Rename ``tmp`` to ``final``; when a parallel job got there first, keep its (identical) result. A
+    ``final`` that fails its manifest (damaged, or left by a killed run) is replaced."""
     try:
         os.replace(tmp, final)
     except OSError:  # final exists and is not empty
-        if not (final / "metrics.json").is_file():  # a leftover without the marker: replace it
+        if eval_entry_problem(final) is not None:
             shutil.rmtree(final)
             os.replace(tmp, final)
         else:
@@ -344,6 +442,7 @@ def run_pipeline(run: RunConfig, plan: list[DictConfig], run_dir: str | Path) ->
     cfg = plan[-1]
     random.seed(run.seed)
     write_provenance(run_dir, cfg)
+    manifest.use_memo(root / "fingerprint-memo.json")
     chain: list[dict] = []
     ref = root_ref(plan[0])
     logger = cell_logger(cfg, run_dir)

@@ -113,6 +113,45 @@ def _cpt_location(source: str, data_dir: str | None, hub: bool) -> str:
     return str(root / source) if root is not None else f"{source} ({'the Hub' if hub else 'no data folder'})"
 
 
+def data_inputs(kind: InputKind, data: DictConfig, *, data_dir: str | None) -> dict[str, str]:
+    """Content fingerprints of everything :func:`build_examples` reads for ``kind``, for the stage cache key.
+
+    Local files: the sha256 of their bytes; generated data (``builtin``, ``builtin_prose``): the sha256 of
+    what the generator yields; the Hub: the sha256 of the records, downloaded first (the Hub offers no
+    content fingerprint before that). The decontamination set enters as the fingerprint of its normalised
+    questions, the only thing the check compares (its answer keys do not change a stage).
+
+    Raises:
+        DataSourceError, DataError: as :func:`build_examples` would, before any work.
+    """
+    from arc_lab.data.builders import normalize_question
+    from arc_lab.data.builtin import builtin_prose
+    from arc_lab.data.loaders import DataSourceError, camel_fingerprint
+
+    hub = bool(data.hub)
+    if kind is InputKind.PACKED:
+        out = {}
+        for source in data.cpt_sources:
+            if source == "builtin_prose":
+                out[source] = "generated:" + config_hash(builtin_prose(), n=16)
+            elif source == "sciq_support":
+                out[source] = dataset_fingerprint("sciq", "train", data_dir, hub=hub)
+            else:
+                out[source] = camel_fingerprint(source.removeprefix("camel_"), data_dir, hub=hub)
+        return out
+    out = {f"{s}/train": dataset_fingerprint(s, "train", data_dir, hub=hub) for s in data.train_sources}
+    try:
+        questions = sorted(
+            {normalize_question(i.question) for i in load_mc("arc_challenge", "test", data_dir, hub)}
+        )
+        out["decontamination/arc_challenge/test"] = config_hash(questions, n=16)
+    except DataSourceError:
+        if any(s != "builtin" for s in data.train_sources):
+            raise
+        out["decontamination/arc_challenge/test"] = "unavailable"
+    return out
+
+
 class PrefixLogger:
     """Forward ``log`` calls to another logger with a key prefix (``cpt/loss``, ``cpt→dpo/loss``).
 

@@ -397,9 +397,8 @@ def loop_worker(out_dir: Path) -> None:
 def loop2_worker(out_dir: Path) -> None:
     """The shared loop data-parallel over 2 ranks (ZeRO-2, 1 example per rank per micro-batch) vs one
     plain-torch process with 2 examples per micro-batch: the same global batches, so the same weights;
-    then a resume of the 2-rank run after its newest checkpoint is deleted."""
-    import shutil
-
+    then a resume of the 2-rank run after rank 1's shard of its newest checkpoint is truncated: the
+    manifest rank 0 wrote after both ranks saved catches it, and both ranks fall back to step 2."""
     import torch
 
     from arc_lab.train.deepspeed_engine import deepspeed_stepper_factory
@@ -407,11 +406,18 @@ def loop2_worker(out_dir: Path) -> None:
     rank = int(os.environ["RANK"])
     ds = deepspeed_stepper_factory(_preset(), micro_batch_size=1, precision="fp32")
     full = _loop_run(out_dir / "ds", ds, out_dir / f"cache{rank}", batch_size=1)
+    ckpts = out_dir / "ds" / "checkpoints"
     torch.distributed.barrier()
     if rank == 0:
-        shutil.rmtree(out_dir / "ds" / "checkpoints" / "step-000003")
+        (shard,) = (p for p in (ckpts / "step-000003").rglob("*") if "rank_1" in p.name)
+        assert (
+            shard.relative_to(ckpts / "step-000003").as_posix()
+            in json.loads((ckpts / "step-000003" / "MANIFEST.json").read_text())["files"]
+        )
+        shard.write_bytes(shard.read_bytes()[:100])
     torch.distributed.barrier()
     resumed = _loop_run(out_dir / "ds", ds, out_dir / f"cache{rank}", batch_size=1)
+    assert (ckpts / "damaged-step-000003").is_dir()  # moved aside, out of the rotation
     a, c = _trainable(full.model), _trainable(resumed.model)
     result = {
         "resumed_from": resumed.resumed_from,
@@ -420,7 +426,7 @@ def loop2_worker(out_dir: Path) -> None:
     }
     if rank == 0:
         torch.save(a, out_dir / "ds_trainable.pt")
-        result["ckpts"] = sorted(p.name for p in (out_dir / "ds" / "checkpoints").iterdir())
+        result["ckpts"] = sorted(p.name for p in ckpts.iterdir() if not p.name.startswith("damaged-"))
     (out_dir / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
     torch.distributed.barrier()
 

@@ -8,6 +8,8 @@ subprocesses with one torch thread, so they compute in the same order.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -91,3 +93,72 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
     for k, v in full["state"].items():
         assert torch.equal(v, resumed["state"][k]), k
     assert [p.name for p in sorted((killed / "checkpoints").iterdir())] == ["step-000006", "step-000008"]
+
+
+# ------------------------------------------------------------------------------ damaged checkpoints
+def _clm_run(tok, out_dir, **kw):
+    """4 full-fine-tune CLM steps on 7 builtin blocks of a tiny model, a checkpoint after every step."""
+    from arc_lab.config import OptimConfig
+    from arc_lab.data.builders import pack_blocks
+    from arc_lab.data.builtin import builtin_prose
+    from arc_lab.models import tiny_random_model
+    from arc_lab.objectives.clm import CLMLoss
+    from arc_lab.train.loop import train
+
+    blocks = pack_blocks(builtin_prose()[:4], tok, seq_len=32)[:7]
+    model = tiny_random_model(
+        "mistral",
+        vocab_size=len(tok),
+        seed=0,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=2048,
+    )
+    optim = OptimConfig(lr=3e-3, max_steps=4, batch_size=4, warmup_ratio=0.0, log_every=1, save_every=1)
+    return train(
+        model, tok, CLMLoss(), blocks, optim=optim, out_dir=out_dir, seq_len=32, progress=False, **kw
+    )
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete_manifest", "flip_byte"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
+    smol_tokenizer, tmp_path, caplog, damage
+):
+    full = _clm_run(smol_tokenizer, tmp_path / "full")
+    step4 = tmp_path / "full" / "checkpoints" / "step-000004"
+    manifest = json.loads((step4 / "MANIFEST.json").read_text())
+    assert set(manifest["files"]) == {"trainable.pt", "optimizer.pt", "scheduler.pt", "state.pt"}
+    weights = step4 / "trainable.pt"
+    if damage == "truncate":  # a disk-full or killed copy: half the file
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "delete_manifest":  # the manifest is written last: without it the save never finished
+        (step4 / "MANIFEST.json").unlink()
+    else:  # same size, different bytes: only the hash sees it
+        data = bytearray(weights.read_bytes())
+        data[-100] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="arc_lab.train.checkpoint"):
+        again = _clm_run(smol_tokenizer, tmp_path / "full")
+    assert again.resumed_from == 3
+    assert "step-000004 is damaged" in caplog.text and "resuming from" in caplog.text
+    assert (tmp_path / "full" / "checkpoints" / "damaged-step-000004").is_dir()  # kept, out of the rotation
+    assert _same_weights(again, full)  # step 4 recomputed from step 3: bitwise the uninterrupted result
+    assert again.history[:3] == full.history[:3] and len(again.history) == 4
+
+
+def test_with_no_intact_checkpoint_training_starts_over(smol_tokenizer, tmp_path, caplog):
+    full = _clm_run(smol_tokenizer, tmp_path / "full")
+    for ckpt in (tmp_path / "full" / "checkpoints").glob("step-*"):
+        (ckpt / "state.pt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="arc_lab.train.checkpoint"):
+        again = _clm_run(smol_tokenizer, tmp_path / "full")
+    assert again.resumed_from is None
+    assert "step-000003 is damaged" in caplog.text and "scratch (no intact checkpoint)" in caplog.text
+    assert _same_weights(again, full)

@@ -357,17 +357,22 @@ def dataset_fingerprint(
 ) -> str:
     """Short sha256 identifying the data a split was read from (for run provenance and caches).
 
-    Local files: the sha256 of the file's bytes. Builtin (and the Hub): the sha256 of the records.
+    Local files: the sha256 of the file's bytes (memoised by the file's stat, see :mod:`arc_lab.manifest`).
+    Builtin: the sha256 of the generated records. The Hub: the sha256 of the records, so the split is
+    downloaded (or read from the ``datasets`` cache) first -- a Hub dataset has no content fingerprint
+    before it is fetched.
 
     Raises:
         Same as :func:`load_mc`.
     """
+    from arc_lab.manifest import file_digest
+
     _check_dataset(dataset)
     split = canonical_split(split)
     root = resolve_data_dir(data_dir)
     if dataset == "builtin" or root is None:
         return records_fingerprint(load_mc(dataset, split, data_dir, hub=hub))
-    return hashlib.sha256(split_file(root, dataset, split).read_bytes()).hexdigest()[:16]
+    return file_digest(split_file(root, dataset, split))[:16]
 
 
 # ------------------------------------------------------------------------------------------- CAMEL
@@ -392,18 +397,45 @@ def load_camel(subject: str, data_dir: str | Path | None = None, hub: bool = Fal
     raise DataSourceError(f"camel_{subject}: no data folder is configured; {_WHERE_HINT}")
 
 
+def camel_fingerprint(subject: str, data_dir: str | Path | None = None, hub: bool = False) -> str:
+    """Short sha256 identifying the files :func:`load_camel` reads: the names and contents of the local
+    ``camel_<subject>/*.json[l]`` files, or the bytes of the Hub zip (downloaded first).
+
+    Raises:
+        Same as :func:`load_camel`.
+    """
+    from arc_lab.manifest import file_digest
+
+    if subject not in CAMEL_SUBJECTS:
+        raise ValueError(f"unknown CAMEL subject {subject!r}: expected one of {list(CAMEL_SUBJECTS)}")
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        files = _camel_files(root / f"camel_{subject}")
+        h = hashlib.sha256()
+        for path in files:
+            h.update(f"{path.name}\0{file_digest(path)}\n".encode())
+        return h.hexdigest()[:16]
+    if hub:
+        return file_digest(_camel_hub_zip(subject))[:16]
+    raise DataSourceError(f"camel_{subject}: no data folder is configured; {_WHERE_HINT}")
+
+
 def _camel_answer(obj: Any, where: str) -> str:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return _field(obj, "message_2", where)
 
 
-def _camel_local(folder: Path) -> list[str]:
+def _camel_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.glob("*") if p.suffix in (".json", ".jsonl")) if folder.is_dir() else []
     if not files:
         raise DataSourceError(f"{folder.name}: no *.json or *.jsonl files in {folder}; {_WHERE_HINT}")
+    return files
+
+
+def _camel_local(folder: Path) -> list[str]:
     texts = []
-    for path in files:
+    for path in _camel_files(folder):
         where = f"{folder.name}/{path.name}"
         if path.suffix == ".jsonl":
             texts += [_camel_answer(row, f"{where} line {n}") for n, row in read_jsonl(path, where)]
@@ -453,6 +485,7 @@ __all__ = [
     "SPLIT_ALIASES",
     "DataError",
     "DataSourceError",
+    "camel_fingerprint",
     "canonical_split",
     "dataset_fingerprint",
     "load_camel",

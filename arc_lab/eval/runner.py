@@ -43,6 +43,27 @@ def load_task_items(task: str, data_dir, split: str = EVAL_SPLIT):
     return items, load_mc(task, FEWSHOT_SPLIT, data_dir)
 
 
+def eval_data_inputs(
+    tasks: Sequence[str], data_dir, split: str = EVAL_SPLIT, num_fewshot: int | dict[str, int] = 0
+) -> dict[str, str]:
+    """Content fingerprints of what an evaluation reads (see :func:`load_task_items`), for the eval cache key:
+    each task's scored split, and its few-shot pool when examples are drawn from it (a 0-shot score does
+    not depend on the train split).
+
+    Raises:
+        ValueError, DataSourceError: unknown task, or the data cannot be found.
+    """
+    for t in tasks:
+        check_task(t)
+    shots = _fewshot_map(tasks, num_fewshot)
+    out = {}
+    for t in tasks:
+        out[f"{t}/{split}"] = dataset_fingerprint(t, split, data_dir)
+        if shots[t]:
+            out[f"{t}/{FEWSHOT_SPLIT}"] = dataset_fingerprint(t, FEWSHOT_SPLIT, data_dir)
+    return out
+
+
 def compare_samples(ours: dict[str, list[dict]], ref: dict[str, list[dict]]) -> dict:
     """Per-task parity report between two sample sets (same tasks, same docs).
 

@@ -7,12 +7,17 @@ the sampler order is a pure function of seed and epoch), RNG states (python, num
 the metrics history, and the run signature.
 
 A checkpoint is built in a ``.tmp-*`` sibling and renamed into place, so a directory named
-``step-*`` is always complete; a killed run leaves at most a temporary directory, removed on the next
-start. Only the newest ``keep`` checkpoints are kept. Resuming into an ``out_dir`` written by a run with
+``step-*`` is complete when written; a killed run leaves at most a temporary directory, removed on the next
+start. Its last file is ``MANIFEST.json`` (:mod:`arc_lab.manifest`: size and sha256 of every file, every
+rank's shards included -- rank 0 writes it after all ranks saved). Resuming takes the newest checkpoint
+that still matches its manifest (:func:`resume_checkpoint`); a damaged newer one (a truncated
+``trainable.pt``, a deleted shard) is named in a WARNING and moved aside to ``damaged-step-*`` (kept for
+inspection, out of the rotation), and with none intact training starts over. Hashing costs one read of
+the checkpoint per save and per resume (sha256: roughly 1 s per GB). Only the newest ``keep`` checkpoints are kept. Resuming into an ``out_dir`` written by a run with
 a different signature (data, batch size, steps, seed, objective...) is an error, not a silent mix.
 
-Public API: :class:`LoopState`, :func:`latest_checkpoint`, :func:`save_checkpoint`,
-:func:`load_checkpoint`, :func:`capture_rng`, :func:`restore_rng`.
+Public API: :class:`LoopState`, :func:`latest_checkpoint`, :func:`resume_checkpoint`,
+:func:`save_checkpoint`, :func:`load_checkpoint`, :func:`capture_rng`, :func:`restore_rng`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arc_lab.manifest import check_manifest, write_manifest
 from arc_lab.train.stepper import Stepper
 
 log = logging.getLogger(__name__)
@@ -107,6 +113,51 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def resume_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest checkpoint of ``out_dir`` whose files match its manifest, or None.
+
+    Each damaged newer checkpoint is named in a WARNING with what is wrong and moved aside to
+    ``damaged-step-*`` (so that it neither counts among the ``keep`` newest nor is tried again). In a
+    distributed run rank 0 checks and every rank gets its answer.
+    """
+    rank, distributed = _rank()
+    holder: list[str | None] = [None]
+    if rank == 0:
+        latest_checkpoint(out_dir)  # removes leftovers of killed saves
+        damaged = []
+        for ckpt in reversed(list_checkpoints(out_dir)):
+            problems = check_manifest(ckpt)
+            if not problems:
+                holder[0] = str(ckpt)
+                break
+            aside = _free_name(ckpt.with_name(f"damaged-{ckpt.name}"))
+            os.replace(ckpt, aside)
+            damaged.append(ckpt)
+            log.warning(
+                "checkpoint %s is damaged (%s): not resuming from it; moved to %s",
+                ckpt,
+                "; ".join(problems),
+                aside,
+            )
+        if damaged:
+            log.warning(
+                "resuming from %s instead of the newer damaged checkpoint(s) %s",
+                holder[0] or "scratch (no intact checkpoint)",
+                [p.name for p in damaged],
+            )
+    if distributed:
+        torch.distributed.broadcast_object_list(holder, src=0)
+    return Path(holder[0]) if holder[0] else None
+
+
+def _free_name(path: Path) -> Path:
+    n, out = 1, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.name}-{n}")
+    return out
+
+
 def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, keep: int = 2) -> Path:
     """Write ``step-<state.step>`` atomically (stepper files + ``state.pt``), keep the newest ``keep``.
 
@@ -133,6 +184,7 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
         if rank == 0:
             state.rng = capture_rng()
             torch.save(asdict(state), tmp / "state.pt")
+            write_manifest(tmp)  # last, after every rank's files (the barrier above)
             if final.exists():  # the same step written again (a rerun): replace it
                 shutil.rmtree(final)
             os.replace(tmp, final)

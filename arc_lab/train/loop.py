@@ -47,7 +47,13 @@ from tqdm.auto import tqdm
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.objectives.base import Objective
 from arc_lab.train.batching import collate
-from arc_lab.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
+from arc_lab.train.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from arc_lab.train.forward import answer_logps
 from arc_lab.train.lora import reference_mode
 from arc_lab.train.setup import TrainSetup, prepare
@@ -200,7 +206,7 @@ def run_loop(
     out_dir, logger, optim = Path(out_dir), logger or NullLogger(), setup.optim
     stepper: Stepper = setup.stepper
     state, resumed_from = LoopState(signature=setup.signature), None
-    if (last := latest_checkpoint(out_dir)) is not None:
+    if (last := resume_checkpoint(out_dir)) is not None:
         state = load_checkpoint(last, stepper, signature=setup.signature)
         resumed_from = state.step
         log.info("resuming from %s (step %d of %d)", last, state.step, setup.total_steps)
