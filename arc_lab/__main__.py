@@ -7,6 +7,7 @@ Composes the ``model``, ``data``, ``stage``, ``objective``, ``eval`` and ``logge
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -30,7 +31,41 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"arc_lab: invalid configuration: {e}", file=sys.stderr)
         sys.exit(2)
-    return run_pipeline(run, plan, run_dir=HydraConfig.get().runtime.output_dir)
+    try:
+        return run_pipeline(run, plan, run_dir=HydraConfig.get().runtime.output_dir)
+    except ConfigError as e:
+        _fail(e, f"invalid configuration: {e}", 2)
+    except run_errors() as e:
+        _fail(e, str(e), 1)
+
+
+def run_errors() -> tuple[type[Exception], ...]:
+    """Faults found while running that are the input's or the machine's, not arc_lab's: bad data, a training
+    run that diverged or collapsed, a broken model's scores, a full disk. Reported as one line."""
+    from arc_lab.data.builders import ContaminationError
+    from arc_lab.data.loaders import DataError, DataSourceError
+    from arc_lab.eval.metrics import NonFiniteLogLikelihood
+    from arc_lab.models import ModelLoadError
+    from arc_lab.runinfo import DiskFull
+    from arc_lab.train.health import TrainingDiverged
+
+    return (
+        DataError,
+        DataSourceError,
+        ContaminationError,
+        ModelLoadError,
+        TrainingDiverged,
+        NonFiniteLogLikelihood,
+        DiskFull,
+    )
+
+
+def _fail(error: Exception, message: str, code: int) -> None:
+    """Print ``message`` as one ``arc_lab:`` line and exit with ``code`` (``HYDRA_FULL_ERROR=1``: re-raise)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print(f"arc_lab: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

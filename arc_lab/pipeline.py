@@ -32,6 +32,7 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from arc_lab.config import ConfigError, RunConfig, to_run_config
+from arc_lab.eval.metrics import NonFiniteLogLikelihood
 from arc_lab.runinfo import atomic_write_text, config_hash, write_json, write_provenance
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,11 @@ def ensure_stage(
     chain.append(
         {"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached, "steps": steps}
     )
-    _maybe_eval(cfg, ref, root, chain, when="after")
+    try:
+        _maybe_eval(cfg, ref, root, chain, when="after")
+    except NonFiniteLogLikelihood as e:  # weights that cannot be scored are no finished stage
+        (stage_dir / "DONE").unlink(missing_ok=True)
+        raise NonFiniteLogLikelihood(f"{e}. Stage {label} ({stage_dir}) is no longer marked DONE") from e
     return ref
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arc_lab.runinfo import save_torch
 from arc_lab.train.stepper import Stepper
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
         _barrier(distributed)
         if rank == 0:
             state.rng = capture_rng()
-            torch.save(asdict(state), tmp / "state.pt")
+            save_torch(asdict(state), tmp / "state.pt")  # an out-of-space error keeps errno + file
             if final.exists():  # the same step written again (a rerun): replace it
                 shutil.rmtree(final)
             os.replace(tmp, final)
