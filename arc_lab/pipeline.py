@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from arc_lab.config import ConfigError, RunConfig, to_run_config
 from arc_lab.eval.metrics import NonFiniteLogLikelihood
-from arc_lab.runinfo import atomic_write_text, config_hash, write_json, write_provenance
+from arc_lab.runinfo import atomic_write_text, config_hash, disk_full_guard, write_json, write_provenance
 
 log = logging.getLogger(__name__)
 
@@ -414,9 +414,10 @@ def _training_data(chain: list[dict]) -> dict[str, Any]:
 
 def _publish(eval_dir: Path, run_dir: Path) -> None:
     """Copy the final evaluation's metrics.json and samples/ into the run folder."""
-    shutil.copy2(eval_dir / "metrics.json", run_dir / "metrics.json")
-    if (eval_dir / "samples").is_dir():
-        shutil.copytree(eval_dir / "samples", run_dir / "samples", dirs_exist_ok=True)
+    with disk_full_guard(run_dir, f"the evaluation in {eval_dir} (a rerun copies it from the cache)"):
+        shutil.copy2(eval_dir / "metrics.json", run_dir / "metrics.json")
+        if (eval_dir / "samples").is_dir():
+            shutil.copytree(eval_dir / "samples", run_dir / "samples", dirs_exist_ok=True)
 
 
 def _headline(eval_dir: Path, tasks: list[str]) -> float | None:

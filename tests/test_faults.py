@@ -1,8 +1,6 @@
 """Faults that must never give wrong numbers or a raw traceback (issue 10): NaN/collapsed models, full disks,
 bad data bytes. Tiny random models throughout; a full disk is simulated by making the write raise
-``OSError(ENOSPC)`` (no disk is filled).
-
-The fault matrix in tests/README.md points at these tests.
+``OSError(ENOSPC)`` (no disk is filled). Each test is one row of issue 10's fault matrix.
 """
 
 from __future__ import annotations
