@@ -297,3 +297,17 @@ def test_cli_non_utf8_data_fails_in_one_line(tmp_path):
     ]
     full = run_cli(tmp_path, *args, env={"HYDRA_FULL_ERROR": "1"})  # the traceback on request
     assert full.returncode == 1 and "Traceback" in full.stderr and "DataError" in full.stderr
+
+
+def test_merge_refuses_weights_that_overflow_its_dtype(smol_tokenizer, tmp_path):
+    from arc_lab.train.health import TrainingDiverged
+    from arc_lab.train.merge import merge
+
+    model = tiny_llama(smol_tokenizer)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = 1e6  # finite in float32; float16 tops out at 65504
+    with pytest.raises(
+        TrainingDiverged, match=r"merging to float16: parameters \['model.layers.0.mlp.down_proj"
+    ):
+        merge(model, smol_tokenizer, tmp_path / "model", dtype="float16")
+    assert list(tmp_path.iterdir()) == []
