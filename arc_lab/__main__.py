@@ -4,7 +4,8 @@ Composes the ``model``, ``data``, ``stage``, ``objective``, ``eval`` and ``logge
 ``experiment`` presets), validates the result before any work, and runs the stage pipeline.
 
 A failure that is the user's to fix (a bad override, a missing or malformed data file, a model that cannot
-be found, training that diverged under the configured hyper-parameters) exits with status 2 and the
+be found, training that diverged or collapsed under the configured hyper-parameters, a model whose scores
+are not finite, a full disk) exits with status 2 and the
 message, which names the file or the override key, without a Python traceback; ``HYDRA_FULL_ERROR=1``
 re-raises it for the full stack trace.
 """
@@ -29,9 +30,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions whose message says what input to fix (and that never mean a bug in arc_lab)."""
     from arc_lab.data.builders import ContaminationError
     from arc_lab.data.loaders import DataError, DataSourceError
+    from arc_lab.eval.metrics import NonFiniteLogLikelihood
     from arc_lab.models import ModelLoadError
+    from arc_lab.runinfo import DiskFull
     from arc_lab.train.deepspeed_engine import DeepSpeedConfigError
-    from arc_lab.train.loop import TrainingDiverged  # names stage.optim.lr and the last good checkpoint
+    from arc_lab.train.health import TrainingDiverged  # names stage.optim.lr and the last good checkpoint
 
     return (
         ConfigError,
@@ -40,7 +43,9 @@ def user_errors() -> tuple[type[Exception], ...]:
         ContaminationError,
         ModelLoadError,
         DeepSpeedConfigError,
-        TrainingDiverged,
+        TrainingDiverged,  # diverged or collapsed weights: the hyper-parameters are the input to fix
+        NonFiniteLogLikelihood,  # a broken model's scores are refused, not reported
+        DiskFull,  # names the path and what was kept
     )
 
 

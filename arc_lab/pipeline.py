@@ -40,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 from arc_lab import manifest
 from arc_lab.cache import STAGE_ENTRY_PARTS, eval_entry_problem, stage_entry_problem, why_no_entry
 from arc_lab.config import ConfigError, RunConfig, check_known_keys, to_run_config
-from arc_lab.runinfo import atomic_write_text, config_hash, write_json, write_provenance
+from arc_lab.eval.metrics import NonFiniteLogLikelihood
+from arc_lab.runinfo import atomic_write_text, config_hash, disk_full_guard, write_json, write_provenance
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,11 @@ def ensure_stage(
     chain.append(
         {"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached, "steps": steps}
     )
-    _maybe_eval(cfg, ref, root, chain, when="after")
+    try:
+        _maybe_eval(cfg, ref, root, chain, when="after")
+    except NonFiniteLogLikelihood as e:  # weights that cannot be scored are no finished stage
+        (stage_dir / "DONE").unlink(missing_ok=True)
+        raise NonFiniteLogLikelihood(f"{e}. Stage {label} ({stage_dir}) is no longer marked DONE") from e
     return ref
 
 
@@ -515,9 +520,10 @@ def _training_data(chain: list[dict]) -> dict[str, Any]:
 
 def _publish(eval_dir: Path, run_dir: Path) -> None:
     """Copy the final evaluation's metrics.json and samples/ into the run folder."""
-    shutil.copy2(eval_dir / "metrics.json", run_dir / "metrics.json")
-    if (eval_dir / "samples").is_dir():
-        shutil.copytree(eval_dir / "samples", run_dir / "samples", dirs_exist_ok=True)
+    with disk_full_guard(run_dir, f"the evaluation in {eval_dir} (a rerun copies it from the cache)"):
+        shutil.copy2(eval_dir / "metrics.json", run_dir / "metrics.json")
+        if (eval_dir / "samples").is_dir():
+            shutil.copytree(eval_dir / "samples", run_dir / "samples", dirs_exist_ok=True)
 
 
 def _headline(eval_dir: Path, tasks: list[str]) -> float | None:

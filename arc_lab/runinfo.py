@@ -3,10 +3,16 @@
 Every run folder gets ``config.yaml`` (the resolved config), ``provenance.json`` (code revision, dirty
 flag, command line, library versions, host, time) and, once data is built, ``data.json`` (dataset
 fingerprints). Config hashes key the stage cache and the W&B run ids.
+
+Writes that run out of disk space (``ENOSPC``, or ``EDQUOT`` for a quota) become a :class:`DiskFull` error
+naming the file and what was kept (:func:`disk_full_guard` adds that at each level that knows it), which
+the command line prints as one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -15,6 +21,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +67,95 @@ def config_hash(node: Any, n: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
+#: errno values that mean "the filesystem has no room for this write".
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(RuntimeError):
+    """A write ran out of disk space; the message names the file and everything that was kept.
+
+    Attributes:
+        path: the file (or folder) being written.
+        kept: what is intact, one entry per level that knew (innermost first).
+    """
+
+    def __init__(self, path: str | Path, kept: list[str] | None = None) -> None:
+        super().__init__(str(path))
+        self.path, self.kept = str(path), list(kept or [])
+
+    def __str__(self) -> str:
+        kept = "; ".join(self.kept) or "nothing else was written"
+        return f"no space left on device while writing {self.path}. Kept: {kept}. Free space and rerun."
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is an out-of-space write error.
+
+    Besides ``OSError`` with ``ENOSPC``/``EDQUOT``, libraries that wrap the OS error in their own type
+    (safetensors' Rust writer) are recognised by the C library's message for those errno values.
+    """
+    texts = tuple(os.strerror(e) for e in NO_SPACE)
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in NO_SPACE):
+            return True
+        if any(t in str(exc) for t in texts):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_guard(target: str | Path, kept: str | Callable[[], str]) -> Iterator[None]:
+    """Turn an out-of-space error raised inside the block into :class:`DiskFull`, adding ``kept``.
+
+    Args:
+        target: what the block writes (used when the error does not name a file itself).
+        kept: what stays intact if the block fails this way (a callable is evaluated at failure time).
+    """
+    try:
+        yield
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        note = kept() if callable(kept) else kept
+        if isinstance(e, DiskFull):
+            e.kept.append(note)
+            raise
+        path = getattr(e, "filename", None) or target
+        raise DiskFull(path, [note]) from e
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through a Python file object, so that a failed write surfaces as the ``OSError`` (with
+    ``errno`` and the file name) instead of torch's own ``RuntimeError`` from its C++ writer."""
+    import torch
+
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and rename: readers never see half a file."""
+    """Write ``text`` to ``path`` through a temp file and rename: readers never see half a file.
+
+    Raises:
+        DiskFull: out of space; the temp file is removed and the previous ``path`` (if any) is unchanged.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with disk_full_guard(path, f"the previous {path.name}, if any, is unchanged"):
+            tmp.write_text(text)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj: Any) -> None:

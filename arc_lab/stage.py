@@ -30,7 +30,7 @@ from arc_lab.data.loaders import DataError, dataset_fingerprint, load_mc, resolv
 from arc_lab.data.records import MCItem
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import InputKind
-from arc_lab.runinfo import config_hash, write_json
+from arc_lab.runinfo import config_hash, disk_full_guard, write_json
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def training_items(
     """The *train* split of every source; ``cap`` keeps a seeded random subset per source."""
     items: list[MCItem] = []
     for source in sources:
-        rows = load_mc(source, "train", data_dir, hub=hub)
+        rows = load_mc(source, "train", data_dir, hub=hub, duplicates="drop")
         if not rows:
             raise DataError(
                 f"{split_location(source, 'train', data_dir, hub)}: no training questions "
@@ -236,11 +236,6 @@ def train_stage(
     if not is_main_process():  # ranks of a DeepSpeed/torchrun run: rank 0 merges and saves
         _barrier()
         return {"label": label, "steps": result.steps, "rank": int(os.environ["RANK"])}
-    merge(result.model, tok, stage_dir / "model", dtype=stage.merge_dtype)
-    # The stage is complete once model/ exists; its optimizer-state checkpoints (3x the weights for a
-    # full fine-tune) are no longer needed for resuming.
-    shutil.rmtree(stage_dir / "train" / "checkpoints", ignore_errors=True)
-    log.info("stage %s: removed training checkpoints after writing %s", label, stage_dir / "model")
     summary = {
         "label": label,
         "steps": result.steps,
@@ -251,7 +246,16 @@ def train_stage(
         "wall_s": result.wall_s,
         "last": result.last,
     }
-    write_json(stage_dir / "train.json", summary)
+    checkpoints = stage_dir / "train" / "checkpoints"
+    with disk_full_guard(
+        stage_dir / "model", f"the training checkpoints in {checkpoints} (a rerun only merges)"
+    ):
+        merge(result.model, tok, stage_dir / "model", dtype=stage.merge_dtype)
+        write_json(stage_dir / "train.json", summary)
+    # The stage is complete once model/ and train.json exist; its optimizer-state checkpoints (3x the weights
+    # for a full fine-tune) are no longer needed for resuming.
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    log.info("stage %s: removed training checkpoints after writing %s", label, stage_dir / "model")
     _barrier()
     return summary
 

@@ -265,3 +265,96 @@ def test_camel_errors(tmp_path):
         load_camel("physics", tmp_path)
     with pytest.raises(ValueError, match="unknown CAMEL subject 'geology'"):
         load_camel("geology", tmp_path)
+
+
+# ------------------------------------------------------------------------- duplicates and encoding
+def _write_split(tmp_path: Path, dataset: str, split: str, rows: list[str]) -> Path:
+    folder = tmp_path / dataset
+    folder.mkdir(exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def _sciq_row(question: str = "Q?", d1: str = "a") -> str:
+    return json.dumps(
+        {
+            "question": question,
+            "distractor1": d1,
+            "distractor2": "b",
+            "distractor3": "c",
+            "correct_answer": "d",
+            "support": "",
+        }
+    )
+
+
+def test_duplicate_id_in_an_eval_split_fails_naming_file_and_lines(tmp_path):
+    rows = [_arc_row(id="a"), _arc_row(id="b"), _arc_row(id="a"), _arc_row(id="b")]
+    root = _write_split(tmp_path, "arc_easy", "test", rows)
+    with pytest.raises(DataError) as err:
+        load_mc("arc_easy", "test", root)
+    msg = str(err.value)
+    assert msg.startswith("arc_easy/test.jsonl line 3: duplicate id 'a' as arc_easy/test.jsonl line 1")
+    assert "2 repeated rows in this file" in msg and "\n" not in msg
+
+
+def test_duplicate_train_rows_are_dropped_with_a_warning(tmp_path, caplog):
+    rows = [_arc_row(id="a"), _arc_row(id="b"), _arc_row(id="a"), _arc_row(id="a")]
+    root = _write(tmp_path, "arc_easy", rows)
+    with caplog.at_level("WARNING", logger="arc_lab.data.loaders"):
+        items = load_mc("arc_easy", "train", root, duplicates="drop")
+    assert [it.id for it in items] == ["a", "b"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "dropped 2 row(s) identical to an earlier row with the same id" in warning
+    assert "arc_easy/train.jsonl line 3 repeats line 1" in warning
+    with pytest.raises(DataError, match="line 3: duplicate id 'a'"):  # the strict default
+        load_mc("arc_easy", "train", root)
+
+
+def test_duplicate_train_id_with_different_content_fails(tmp_path):
+    rows = [_arc_row(id="a"), _arc_row(id="a", answerKey="B")]
+    root = _write(tmp_path, "arc_easy", rows)
+    with pytest.raises(DataError) as err:
+        load_mc("arc_easy", "train", root, duplicates="drop")
+    assert str(err.value).startswith(
+        "arc_easy/train.jsonl line 2: id 'a' was already used by arc_easy/train.jsonl line 1 for a different row"
+    )
+
+
+def test_sciq_duplicates_are_identical_rows_not_repeated_questions(tmp_path):
+    # the same question with other distractors is another row (SciQ train does this 70 times)
+    root = _write_split(tmp_path, "sciq", "test", [_sciq_row(), _sciq_row(d1="z"), _sciq_row("Q2?")])
+    assert [it.id for it in load_mc("sciq", "test", root)] == ["sciq-test-0", "sciq-test-1", "sciq-test-2"]
+    root = _write_split(tmp_path, "sciq", "test", [_sciq_row(), _sciq_row("Q2?"), _sciq_row()])
+    with pytest.raises(DataError, match=r"sciq/test.jsonl line 3: the same row as sciq/test.jsonl line 1"):
+        load_mc("sciq", "test", root)
+    root = _write_split(tmp_path, "sciq", "train", [_sciq_row(), _sciq_row("Q2?"), _sciq_row()])
+    assert [it.id for it in load_mc("sciq", "train", root, duplicates="drop")] == [
+        "sciq-train-0",
+        "sciq-train-1",
+    ]
+
+
+@pytest.mark.shared_data
+def test_shared_data_has_no_duplicates(shared_data_dir, caplog):
+    # every released split loads under the strict policy: no false duplicates (SciQ's repeated questions)
+    with caplog.at_level("WARNING", logger="arc_lab.data.loaders"):
+        for dataset in ("arc_challenge", "arc_easy", "openbookqa", "sciq"):
+            for split in ("train", "validation", "test"):
+                load_mc(dataset, split, shared_data_dir)
+        assert len(load_mc("sciq", "train", shared_data_dir, duplicates="drop")) == 11679
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_non_utf8_bytes_name_line_and_byte_offset(tmp_path):
+    folder = tmp_path / "arc_easy"
+    folder.mkdir()
+    good = _arc_row().encode()
+    (folder / "test.jsonl").write_bytes(good + b"\n" + good.replace(b"Q?", b"Q\xff?") + b"\n")
+    offset = len(good) + 1 + good.index(b"Q?") + 1
+    with pytest.raises(DataError) as err:
+        load_mc("arc_easy", "test", tmp_path)
+    assert str(err.value) == (
+        f"arc_easy/test.jsonl line 2: not UTF-8: byte b'\\xff' at byte offset {offset} of the file "
+        f"(byte {good.index(b'Q?') + 2} of the line) is invalid start byte; re-save the file as UTF-8"
+    )

@@ -13,7 +13,9 @@ from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import AnswerLogps, InputKind, Objective
 from arc_lab.objectives.clm import CLMLoss
 from arc_lab.train.checkpoint import list_checkpoints
+from arc_lab.train.health import ModelCollapsed, check_model
 from arc_lab.train.loop import TrainingDiverged, train
+from arc_lab.train.setup import prepare
 from arc_lab.train.stepper import lr_lambda
 
 TINY = dict(
@@ -170,3 +172,71 @@ def test_bf16_autocast_keeps_fp32_master_weights(smol_tokenizer, blocks, tmp_pat
     )
     assert 10 < r.history[0]["loss"] < 12  # ~ln(49152) for a random model, computed under bf16 autocast
     assert all(p.dtype == torch.float32 for p in r.model.parameters())
+
+
+# ------------------------------------------------------------------ the weights the last update produced
+def tiny_llama(tok, seed=0):
+    """The ``model=tiny_llama`` preset's shape (4 KV heads)."""
+    return tiny_random_model("llama", vocab_size=len(tok), seed=seed, **{**TINY, "num_kv_heads": 4})
+
+
+@pytest.mark.parametrize(
+    "lr, steps, error",
+    [
+        (
+            1e30,
+            1,
+            TrainingDiverged,
+        ),  # one update: the loss of that step was finite, the weights are not usable
+        (1e6, 6, ModelCollapsed),  # logits constant (all 0: ln V nats per token), grad norm exactly 0
+    ],
+)
+def test_a_broken_last_update_fails_and_saves_nothing(smol_tokenizer, blocks, tmp_path, lr, steps, error):
+    optim = OptimConfig(lr=lr, max_steps=steps, batch_size=4, warmup_ratio=0.0, log_every=1)
+    with pytest.raises(error) as err:
+        train(
+            tiny_llama(smol_tokenizer),
+            smol_tokenizer,
+            CLMLoss(),
+            blocks,
+            optim=optim,
+            out_dir=tmp_path,
+            seq_len=32,
+            lora=None,
+            progress=False,
+        )
+    msg = str(err.value)
+    assert f"after step {steps}" in msg and "was not saved" in msg and "lower stage.optim.lr" in msg
+    assert list_checkpoints(tmp_path) == [] and not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_check_model_criteria(smol_tokenizer, blocks):
+    optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=4)
+    model = tiny_llama(smol_tokenizer)
+    setup = prepare(model, smol_tokenizer, CLMLoss(), blocks, optim=optim, seq_len=32)
+    check_model(model, setup, step=0, where="")  # a random model reads its input: no false alarm
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def restore():
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(weights[n])
+
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    with pytest.raises(
+        TrainingDiverged, match=r"parameters \['model.layers.1.mlp.up_proj.weight'\] hold NaN"
+    ):
+        check_model(model, setup, step=3, where="")
+    restore()
+    with torch.no_grad():  # finite weights whose products overflow float32 (max 3.4e38)
+        model.lm_head.weight.fill_(1e38)
+    with pytest.raises(TrainingDiverged, match="the weights are finite but the model's logits"):
+        check_model(model, setup, step=3, where="")
+    restore()
+    with torch.no_grad():  # the final norm zeroes every hidden state: the output ignores the input
+        model.model.norm.weight.zero_()
+    with pytest.raises(ModelCollapsed, match=r"same next-token logits at all 32 positions .* ln 49152"):
+        check_model(model, setup, step=3, where="")
+    restore()
+    check_model(model, setup, step=0, where="")

@@ -28,7 +28,9 @@ ALLOW_CONTAMINATION_OVERRIDE = "data.allow_contamination=true"
 # ----------------------------------------------------------------------------------------------- CPT
 def sciq_support_texts(data_dir: str | Path | None = None, hub: bool = False) -> list[str]:
     """SciQ ``support`` paragraphs of the **train** split: stripped, non-empty, deduplicated in order."""
-    return _dedupe(item.support.strip() for item in load_mc("sciq", "train", data_dir, hub=hub))
+    return _dedupe(
+        item.support.strip() for item in load_mc("sciq", "train", data_dir, hub=hub, duplicates="drop")
+    )
 
 
 def camel_texts(

@@ -15,7 +15,16 @@ Both row schemas are accepted in either place:
 * SciQ (release and Hub alike): ``question``, ``distractor1..3``, ``correct_answer``, ``support``.
 
 A malformed row fails loudly with the file, the 1-based line number and the field, e.g.
-``arc_challenge/train.jsonl line 17: field 'answerKey' = 'F' is not one of the labels ['A', 'B', 'C', 'D']``.
+``arc_challenge/train.jsonl line 17: field 'answerKey' = 'F' is not one of the labels ['A', 'B', 'C', 'D']``;
+bytes that are not UTF-8 fail naming the line and byte offset.
+
+**Duplicates.** A row repeats an earlier one when it has the same ``id`` (SciQ, which has no ids: the same
+content in every field; its index-based ids are unique by construction, and the 70 question strings that
+SciQ train repeats with different choices are different rows). ``duplicates="error"`` (the default, used for
+evaluation splits: a question must not be scored twice) fails naming the file and lines.
+``duplicates="drop"`` (training data, few-shot pools) drops rows *identical* to an earlier row with a warning
+giving the count and lines; a repeated id whose row differs fails naming both lines, because the id no
+longer says which question it is and the two rows may teach contradictory answers.
 """
 
 from __future__ import annotations
@@ -141,10 +150,20 @@ def read_jsonl(path: str | Path, where: str | None = None) -> Iterator[tuple[int
         where: how errors name the file (default: the path).
 
     Raises:
-        DataError: on invalid JSON or a line that is not an object, naming file and line.
+        DataError: on bytes that are not UTF-8, invalid JSON or a line that is not an object, naming file
+            and line.
     """
     where = where or str(path)
-    text = Path(path).read_text(encoding="utf-8")
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(
+            f"{where} line {line}: not UTF-8: byte {data[e.start : e.start + 1]!r} at byte offset {e.start} "
+            f"of the file (byte {column} of the line) is {e.reason}; re-save the file as UTF-8"
+        ) from None
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -270,19 +289,92 @@ def parse_sciq_row(row: dict[str, Any], *, split: str, index: int, where: str) -
     )
 
 
-def parse_rows(rows: Iterable[tuple[str, dict[str, Any]]], dataset: str, split: str) -> list[MCItem]:
-    """Parse ``(where, row)`` pairs of one dataset split, in order."""
-    items = []
+DUPLICATES = ("error", "drop")
+
+
+def parse_rows(
+    rows: Iterable[tuple[str, dict[str, Any]]], dataset: str, split: str, duplicates: str = "error"
+) -> list[MCItem]:
+    """Parse ``(where, row)`` pairs of one dataset split, in order, handling repeated rows per ``duplicates``.
+
+    Args:
+        rows: ``(where, row)``; ``where`` names the file and line (``arc_easy/test.jsonl line 3``).
+        dataset: dataset name (decides the row schema).
+        split: canonical split name.
+        duplicates: ``error`` or ``drop`` (see the module docstring).
+
+    Raises:
+        DataError: a malformed row, or a duplicate the policy refuses (file and lines named).
+    """
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"duplicates={duplicates!r}: expected one of {DUPLICATES}")
+    parsed = []
     for index, (where, row) in enumerate(rows):
         if dataset == "sciq":
-            items.append(parse_sciq_row(row, split=split, index=index, where=where))
+            parsed.append((where, parse_sciq_row(row, split=split, index=index, where=where)))
         else:
-            items.append(parse_choice_row(row, source=dataset, split=split, where=where))
-    return items
+            parsed.append((where, parse_choice_row(row, source=dataset, split=split, where=where)))
+    return _handle_duplicates(parsed, dataset, split, duplicates)
+
+
+def _content(item: MCItem) -> tuple:
+    """Everything of an item but its id (SciQ's id is its row index, so the id says nothing there)."""
+    return (item.question, item.choices, item.gold, item.labels, item.support)
+
+
+def _handle_duplicates(
+    parsed: list[tuple[str, MCItem]], dataset: str, split: str, policy: str
+) -> list[MCItem]:
+    """Apply the duplicates ``policy`` to parsed ``(where, item)`` rows; return the items kept."""
+    first: dict[Any, tuple[str, MCItem]] = {}  # duplicate key -> (where, item) of its first row
+    repeats: list[tuple[str, str]] = []  # (where of the first row, where of the repeat)
+    keep: list[MCItem] = []
+    for where, item in parsed:
+        key = _content(item) if dataset == "sciq" else item.id
+        if key not in first:
+            first[key] = (where, item)
+            keep.append(item)
+            continue
+        where0, item0 = first[key]
+        if policy == "error":
+            what = "the same row" if dataset == "sciq" else f"duplicate id {item.id!r}"
+            raise DataError(
+                f"{where}: {what} as {where0}: an evaluation split must not score a question twice; "
+                f"remove the repeated row ({_count_repeats(parsed, dataset)} repeated rows in this file)"
+            )
+        if _content(item) != _content(item0):
+            raise DataError(
+                f"{where}: id {item.id!r} was already used by {where0} for a different row: the id no "
+                f"longer names one question; give one of them a new id or remove it"
+            )
+        repeats.append((where0, where))
+    if repeats:
+        shown = ", ".join(f"{w} repeats {' '.join(f.split(' ')[-2:])}" for f, w in repeats[:5])
+        log.warning(
+            "%s/%s: dropped %d row(s) identical to an earlier row%s: %s%s",
+            dataset,
+            split,
+            len(repeats),
+            "" if dataset == "sciq" else " with the same id",
+            shown,
+            " ..." if len(repeats) > 5 else "",
+        )
+    return keep
+
+
+def _count_repeats(parsed: list[tuple[str, MCItem]], dataset: str) -> int:
+    keys = [_content(item) if dataset == "sciq" else item.id for _, item in parsed]
+    return len(keys) - len(set(keys))
 
 
 # ------------------------------------------------------------------------------------------ public
-def load_mc(dataset: str, split: str, data_dir: str | Path | None = None, hub: bool = False) -> list[MCItem]:
+def load_mc(
+    dataset: str,
+    split: str,
+    data_dir: str | Path | None = None,
+    hub: bool = False,
+    duplicates: str = "error",
+) -> list[MCItem]:
     """Load one split of a multiple-choice dataset as :class:`MCItem` records, in file order.
 
     Args:
@@ -290,11 +382,12 @@ def load_mc(dataset: str, split: str, data_dir: str | Path | None = None, hub: b
         split: ``train``, ``validation`` (aliases ``dev``, ``valid``) or ``test``.
         data_dir: a folder laid out like ``../shared/data``; default ``$ARC_LAB_DATA_DIR``.
         hub: read the Hugging Face Hub when no local folder is configured.
+        duplicates: ``error`` (evaluation splits) or ``drop`` (training data): see the module docstring.
 
     Raises:
         ValueError: unknown dataset or split.
         DataSourceError: no data folder and no Hub, a missing file, or a failed Hub download.
-        DataError: a malformed row (file, line and field are named).
+        DataError: a malformed row (file, line and field are named), a duplicate ``duplicates`` refuses.
     """
     _check_dataset(dataset)
     split = canonical_split(split)
@@ -306,13 +399,14 @@ def load_mc(dataset: str, split: str, data_dir: str | Path | None = None, hub: b
     if root is not None:
         path = split_file(root, dataset, split)
         where = f"{dataset}/{path.name}"
-        return parse_rows(((f"{where} line {n}", row) for n, row in read_jsonl(path, where)), dataset, split)
+        rows = ((f"{where} line {n}", row) for n, row in read_jsonl(path, where))
+        return parse_rows(rows, dataset, split, duplicates)
     if hub:
-        return _load_hub(dataset, split)
+        return _load_hub(dataset, split, duplicates)
     raise DataSourceError(f"{dataset}/{split}: no data folder is configured; {_WHERE_HINT}")
 
 
-def _load_hub(dataset: str, split: str) -> list[MCItem]:
+def _load_hub(dataset: str, split: str, duplicates: str = "error") -> list[MCItem]:
     """Read a split from the Hub; any failure becomes a :class:`DataSourceError` naming the dataset."""
     path, name = HUB_DATASETS[dataset]
     try:
@@ -326,7 +420,9 @@ def _load_hub(dataset: str, split: str) -> list[MCItem]:
             f"if offline, {_LOCAL_HINT}"
         ) from e
     label = f"hub {path}{'/' + name if name else ''} {split}"
-    return parse_rows(((f"{label} row {i}", dict(row)) for i, row in enumerate(rows)), dataset, split)
+    return parse_rows(
+        ((f"{label} row {i}", dict(row)) for i, row in enumerate(rows)), dataset, split, duplicates
+    )
 
 
 def records_fingerprint(items: Iterable[MCItem]) -> str:

@@ -163,7 +163,7 @@ def _to_records(task: str, logged: list[dict], eval_items: Sequence[MCItem], tok
             )
         lls = [float(r[0]) for r in s["filtered_resps"]]
         tokens = [len(c) for c in encode_question(tokenizer, context, item).continuations]
-        rec = sample_record(s["doc_id"], item, context, lls, tokens)
+        rec = sample_record(task, s["doc_id"], item, context, lls, tokens)
         for key in ("acc", "acc_norm"):  # our pure metric function must agree with lm-eval's own
             if float(s[key]) != rec[key]:
                 raise RuntimeError(

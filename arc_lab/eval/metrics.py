@@ -7,6 +7,8 @@ log-likelihoods themselves.
 * ``acc_norm``: ``argmax`` of ``ll / len(choice_text)`` in **characters** (Python ``len``, without the
   leading delimiter space): lm-eval's normalisation, not bytes and not tokens.
 * ``acc_bytes``: ``argmax`` of ``ll / len(choice_text.encode("utf-8"))``.
+* Non-finite log-likelihoods are refused (:func:`check_finite`): ``argmax`` over NaN picks the first choice,
+  which would report a broken model as scoring chance-level accuracy.
 * Ties go to the first index (``np.argmax``). Aggregates are means; stderrs are the closed-form
   ``sample_stddev / sqrt(n)`` with Bessel's correction (lm-eval's ``mean_stderr``), NaN for n < 2.
 """
@@ -19,6 +21,27 @@ from collections.abc import Sequence
 import numpy as np
 
 METRICS = ("acc", "acc_norm", "acc_bytes")
+
+
+class NonFiniteLogLikelihood(ValueError):
+    """A choice's log-likelihood is NaN or inf: the model is broken; nothing is scored."""
+
+
+def check_finite(
+    task: str, item_id: str, doc_id: int, loglikelihoods: Sequence[float], choices: Sequence[str]
+) -> None:
+    """Refuse NaN/inf log-likelihoods, naming the task, item and choice.
+
+    Raises:
+        NonFiniteLogLikelihood: for the first non-finite value.
+    """
+    for j, ll in enumerate(loglikelihoods):
+        if not math.isfinite(ll):
+            text = choices[j] if j < len(choices) else "?"
+            raise NonFiniteLogLikelihood(
+                f"eval {task}: item {item_id!r} (doc {doc_id}) choice {j} ({text[:40]!r}) has log-likelihood "
+                f"{ll}: the model's outputs are NaN/inf (a diverged model?); refusing to score it"
+            )
 
 
 def score_item(loglikelihoods: Sequence[float], choices: Sequence[str], gold: int) -> dict:

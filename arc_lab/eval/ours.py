@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from arc_lab.data.records import MCItem
 from arc_lab.eval.engine import Question, resolve_max_length, score_questions
-from arc_lab.eval.metrics import score_item
+from arc_lab.eval.metrics import check_finite, score_item
 from arc_lab.eval.tasks import apply_limit, build_contexts, continuations
 from arc_lab.scoring import encode_pair
 
@@ -27,9 +27,19 @@ def encode_question(tokenizer, context: str, item: MCItem) -> Question:
 
 
 def sample_record(
-    doc_id: int, item: MCItem, context: str, loglikelihoods: Sequence[float], choice_tokens: Sequence[int]
+    task: str,
+    doc_id: int,
+    item: MCItem,
+    context: str,
+    loglikelihoods: Sequence[float],
+    choice_tokens: Sequence[int],
 ) -> dict:
-    """One ``samples/<task>.jsonl`` line (both backends build it with this function)."""
+    """One ``samples/<task>.jsonl`` line (both backends build it with this function).
+
+    Raises:
+        NonFiniteLogLikelihood: a log-likelihood is NaN/inf (named by task, item id and choice).
+    """
+    check_finite(task, item.id, doc_id, loglikelihoods, item.choices)
     rec = {
         "doc_id": doc_id,
         "id": item.id,
@@ -80,7 +90,7 @@ def evaluate_items(
     scored = score_questions(model, questions, max_length=max_len, batch_size=batch_size, progress=progress)
     records = []
     for doc_id, (item, ctx, res) in enumerate(zip(docs, contexts, scored, strict=True)):
-        rec = sample_record(doc_id, item, ctx, res.loglikelihoods, res.num_tokens)
+        rec = sample_record(task, doc_id, item, ctx, res.loglikelihoods, res.num_tokens)
         rec["truncated"] = res.truncated
         records.append(rec)
     return records

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from arc_lab.eval.outputs import dataset_fingerprint, task_metrics, write_outputs
 from arc_lab.eval.tasks import EVAL_SPLIT, FEWSHOT_SPLIT, check_task
+from arc_lab.runinfo import disk_full_guard
 
 log = logging.getLogger(__name__)
 BACKENDS = ("ours", "lm_eval", "both")
@@ -30,7 +31,8 @@ def load_task_items(task: str, data_dir, split: str = EVAL_SPLIT):
     """(eval split, few-shot pool) of a task via :func:`arc_lab.data.loaders.load_mc`.
 
     ``split`` is ``test`` for lm-eval parity; ``validation`` keeps the test split out of model selection
-    (hyper-parameter searches). The few-shot pool is always the train split, as in lm-eval.
+    (hyper-parameter searches). The few-shot pool is always the train split, as in lm-eval. A repeated id in the
+    eval split fails; rows of the pool identical to an earlier one are dropped, with a warning.
     """
     from arc_lab.data.loaders import DataError, load_mc, split_location
 
@@ -40,7 +42,7 @@ def load_task_items(task: str, data_dir, split: str = EVAL_SPLIT):
             f"{split_location(task, split, data_dir)}: the {split} split of eval task {task!r} has no "
             f"questions; fill it or drop {task} from eval.tasks"
         )
-    return items, load_mc(task, FEWSHOT_SPLIT, data_dir)
+    return items, load_mc(task, FEWSHOT_SPLIT, data_dir, duplicates="drop")
 
 
 def eval_data_inputs(
@@ -200,9 +202,10 @@ def run_eval(
         result["lm_eval"] = metrics["lm_eval"]
         _log_parity(result["parity"])
     if out_dir is not None:
-        write_outputs(out_dir, result, samples[main])
-        if backend == "both":
-            write_outputs(Path(out_dir) / "lm_eval", metrics["lm_eval"], samples["lm_eval"])
+        with disk_full_guard(out_dir, "this evaluation's metrics and samples were not saved (not cached)"):
+            write_outputs(out_dir, result, samples[main])
+            if backend == "both":
+                write_outputs(Path(out_dir) / "lm_eval", metrics["lm_eval"], samples["lm_eval"])
     return result
 
 

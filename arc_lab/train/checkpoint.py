@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from arc_lab.manifest import check_manifest, write_manifest
+from arc_lab.runinfo import save_torch
 from arc_lab.train.stepper import Stepper
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
         _barrier(distributed)
         if rank == 0:
             state.rng = capture_rng()
-            torch.save(asdict(state), tmp / "state.pt")
+            save_torch(asdict(state), tmp / "state.pt")  # an out-of-space error keeps errno + file
             write_manifest(tmp)  # last, after every rank's files (the barrier above)
             if final.exists():  # the same step written again (a rerun): replace it
                 shutil.rmtree(final)

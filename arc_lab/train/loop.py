@@ -24,7 +24,12 @@ example together, LM head at answer positions only), attaches reference log-prob
 * Checkpoints every ``optim.save_every`` steps and at the end (:mod:`arc_lab.train.checkpoint`);
   calling ``train`` again with the same ``out_dir`` resumes from the newest one -- bitwise identical to
   an uninterrupted run on CPU fp32 -- and returns at once if the run had finished.
-* A non-finite loss or grad norm raises :class:`TrainingDiverged`; the broken state is not saved.
+* A non-finite loss or grad norm raises :class:`TrainingDiverged`; the broken state is not saved. Before
+  every checkpoint save and at the end, :func:`arc_lab.train.health.check_model` checks the weights the
+  last update produced (finite, finite logits, output not collapsed): a failure raises
+  :class:`TrainingDiverged` (or :class:`~arc_lab.train.health.ModelCollapsed`) and nothing is saved.
+* Running out of disk space while writing (checkpoint, ``metrics.jsonl``) raises
+  :class:`arc_lab.runinfo.DiskFull` naming the file and the last good checkpoint, which a rerun resumes from.
 * Precision: ``fp32``, or ``bf16`` = bf16 autocast around the forward (CUDA and CPU alike) with fp32
   master weights and optimizer state (a model loaded in bf16 trains bf16 weights instead).
 """
@@ -46,6 +51,7 @@ from tqdm.auto import tqdm
 
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.objectives.base import Objective
+from arc_lab.runinfo import disk_full_guard
 from arc_lab.train.batching import collate
 from arc_lab.train.checkpoint import (
     LoopState,
@@ -55,15 +61,12 @@ from arc_lab.train.checkpoint import (
     save_checkpoint,
 )
 from arc_lab.train.forward import answer_logps
+from arc_lab.train.health import TrainingDiverged, check_model
 from arc_lab.train.lora import reference_mode
 from arc_lab.train.setup import TrainSetup, prepare
 from arc_lab.train.stepper import Stepper, torch_stepper
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient became non-finite; the message gives step, value and what to try."""
 
 
 class NullLogger:
@@ -143,13 +146,27 @@ def _micro_step(
     return loss, metrics, batch.n_tokens
 
 
-def _diverged(what: str, value: float, state: LoopState, lr: float, out_dir: Path) -> TrainingDiverged:
+def _advice(out_dir: Path, lr: float) -> str:
+    """What a divergence message says was kept and what to try."""
     last = latest_checkpoint(out_dir)
-    return TrainingDiverged(
-        f"training diverged at step {state.step + 1}: {what} = {value}. The broken state was not saved; "
-        f"last good checkpoint: {last or 'none'}. Try a lower stage.optim.lr (now {lr:g}), a smaller "
-        f"max_grad_norm, fp32, or check the data (empty or extreme-length answers)."
+    return (
+        f"The broken state was not saved; last good checkpoint: {last or 'none'}. Try a lower "
+        f"stage.optim.lr (now {lr:g}), a smaller max_grad_norm, fp32, or check the data (empty or "
+        f"extreme-length answers)."
     )
+
+
+def _diverged(what: str, value: float, state: LoopState, lr: float, out_dir: Path) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"training diverged at step {state.step + 1}: {what} = {value}. {_advice(out_dir, lr)}"
+    )
+
+
+def _last_checkpoint_note(out_dir: Path) -> str:
+    last = latest_checkpoint(out_dir)
+    if last is None:
+        return "no training checkpoint yet (a rerun starts this stage's training over)"
+    return f"the last good checkpoint {last} (a rerun of the same command resumes from it)"
 
 
 def _optimizer_step(
@@ -213,14 +230,64 @@ def run_loop(
     model = stepper.module
     model.train()
     stream = _stream(len(setup.dataset), optim.batch_size, optim.seed, state, setup.world, setup.rank)
-    window, t0, start, ckpt = defaultdict(float), time.perf_counter(), time.perf_counter(), last
+    start = time.perf_counter()
     bar = tqdm(
         total=setup.total_steps, initial=state.step, disable=not progress, desc=type(objective).__name__
     )
+    try:
+        with disk_full_guard(out_dir, lambda: _last_checkpoint_note(out_dir)):
+            ckpt = _steps(
+                setup, objective, stream, state, out_dir, logger, eval_fn, eval_every, keep_checkpoints, bar
+            )
+    finally:
+        bar.close()  # before any error message reaches the terminal
+    if ckpt is None and last is not None:  # the run had finished before this call: check what it left
+        check_model(
+            model,
+            setup,
+            step=state.step,
+            where=f"{last} was written by an earlier run without this check; delete {out_dir} to retrain.",
+        )
+    return TrainResult(
+        model,
+        state.step,
+        state.history,
+        ckpt or last,
+        resumed_from,
+        setup.reference,
+        setup.dataset.truncated,
+        state.tokens_seen,
+        time.perf_counter() - start,
+        last=next((h for h in reversed(state.history) if "loss" in h), {}),
+    )
+
+
+def _steps(
+    setup: TrainSetup,
+    objective: Objective,
+    stream: Iterator[list[int]],
+    state: LoopState,
+    out_dir: Path,
+    logger: Any,
+    eval_fn: Callable | None,
+    eval_every: int,
+    keep_checkpoints: int,
+    bar,
+) -> Path | None:
+    """Optimizer steps until the planned total, with logging, evaluation, health checks and checkpoints.
+
+    Returns the newest checkpoint written here, or None when no step was left to do.
+    """
+    optim, stepper, model, ckpt = setup.optim, setup.stepper, setup.stepper.module, None
+    window, t0 = defaultdict(float), time.perf_counter()
     while state.step < setup.total_steps:
+        lr = stepper.lr()
         _optimizer_step(setup, objective, stream, state, window, out_dir)
         bar.update(1)
         done = state.step == setup.total_steps
+        save = done or (optim.save_every and state.step % optim.save_every == 0)
+        if save:  # the weights the last update produced; a broken state is never saved nor evaluated
+            check_model(model, setup, step=state.step, where=_advice(out_dir, lr))
         if state.step % optim.log_every == 0 or done:
             record = _flush(window, state, setup, time.perf_counter() - t0)
             state.history.append(record)
@@ -237,21 +304,9 @@ def run_loop(
             metrics = _run_eval(eval_fn, model, state.step)
             state.history.append({"step": state.step, **metrics})
             logger.log(metrics, state.step)
-        if done or (optim.save_every and state.step % optim.save_every == 0):
+        if save:
             ckpt = save_checkpoint(out_dir, stepper, state, keep=keep_checkpoints)
-    bar.close()
-    return TrainResult(
-        model,
-        state.step,
-        state.history,
-        ckpt,
-        resumed_from,
-        setup.reference,
-        setup.dataset.truncated,
-        state.tokens_seen,
-        time.perf_counter() - start,
-        last=next((h for h in reversed(state.history) if "loss" in h), {}),
-    )
+    return ckpt
 
 
 def _across_ranks(window: dict[str, float], world: int) -> dict[str, float]:

@@ -3,7 +3,8 @@
 For a LoRA model the adapter is merged into the base weights (``merge_and_unload``: W + (alpha/r)·B·A,
 computed in the weights' dtype, then cast to ``dtype``); a fully fine-tuned model is saved as is (cast to
 ``dtype``). The tokenizer is saved alongside. The directory is written to a temporary sibling and renamed,
-so a killed merge never leaves a half checkpoint at ``out_dir``.
+so a killed merge never leaves a half checkpoint at ``out_dir``. Weights that are NaN/inf after the
+cast (float16 overflow) are refused before anything is written.
 
 Public API: :func:`merge`.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from torch import nn
 
 from arc_lab.models import resolve_dtype
+from arc_lab.train.health import TrainingDiverged, nonfinite_parameters
 from arc_lab.train.lora import is_lora
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,13 @@ def merge(model: nn.Module, tokenizer, out_dir: str | Path, *, dtype: str = "flo
     merged = model.merge_and_unload() if lora else model
     merged = merged.to(torch_dtype)
     merged.eval()
+    bad = nonfinite_parameters(merged, trainable_only=False)
+    if bad:  # finite fp32 weights can overflow a float16 cast; never save weights that cannot score
+        raise TrainingDiverged(
+            f"merging to {dtype}: parameters {bad[:3]}{' ...' if len(bad) > 3 else ''} hold NaN/inf "
+            f"(values beyond the range of {dtype}?); nothing was written to {out_dir}. Try "
+            f"stage.merge_dtype=float32 or bfloat16, or a lower stage.optim.lr."
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:

@@ -39,6 +39,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from arc_lab.runinfo import save_torch
+
 SCHEDULES = ("linear", "cosine", "constant")
 
 
@@ -162,9 +164,9 @@ class TorchStepper:
     def save(self, directory: Path) -> None:
         """Write ``trainable.pt`` (name -> tensor), ``optimizer.pt`` and ``scheduler.pt``."""
         directory = Path(directory)
-        torch.save({n: p.detach().cpu().clone() for n, p in self.params.items()}, directory / "trainable.pt")
-        torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
-        torch.save(self.scheduler.state_dict(), directory / "scheduler.pt")
+        save_torch({n: p.detach().cpu().clone() for n, p in self.params.items()}, directory / "trainable.pt")
+        save_torch(self.optimizer.state_dict(), directory / "optimizer.pt")
+        save_torch(self.scheduler.state_dict(), directory / "scheduler.pt")
 
     def load(self, directory: Path) -> None:
         """Restore what :meth:`save` wrote; the trainable parameter names must match exactly."""
