@@ -37,7 +37,11 @@ TINY_LLAMA = dict(
     intermediate_size=128,
     max_position_embeddings=2048,
 )
-ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def enospc() -> OSError:
+    """A fresh out-of-space error (a shared instance would carry the file name set by an earlier test)."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def tiny_llama(tok, seed=0):
@@ -128,7 +132,7 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_bit
     def save_until_full(obj, f, *args, **kwargs):
         calls.append(f)
         if len(calls) > 4:  # the step-2 checkpoint's 4 files fit; step 4's first file does not
-            raise ENOSPC
+            raise enospc()
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_until_full)
@@ -187,7 +191,7 @@ def test_disk_full_while_saving_the_stage_model_keeps_the_checkpoints(hydra_ctx,
     import transformers.modeling_utils as mu
 
     def full(*args, **kwargs):
-        raise ENOSPC
+        raise enospc()
 
     monkeypatch.setattr(mu, "safe_save_file", full)
     with pytest.raises(DiskFull) as err:
@@ -268,7 +272,9 @@ def test_cli_collapsed_stage_fails_in_one_line_and_is_not_done(tmp_path):
     assert out.returncode == 2, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     (line,) = _error_lines(out.stderr)
-    assert line.startswith("arc_lab: training collapsed: after step 6 the model gives the same next-token")
+    assert line.startswith(
+        "arc_lab: ModelCollapsed: training collapsed: after step 6 the model gives the same next-token"
+    )
     (stage,) = (tmp_path / "out" / "stages").iterdir()
     assert not (stage / "DONE").exists() and not (stage / "model").exists()
     assert not (tmp_path / "out" / "evals").exists()
@@ -292,7 +298,7 @@ def test_cli_non_utf8_data_fails_in_one_line(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     offset = len(row) + 1 + row.index(b"Q?") + 1
     assert _error_lines(out.stderr) == [
-        f"arc_lab: arc_easy/test.jsonl line 2: not UTF-8: byte b'\\xe9' at byte offset {offset} of the file "
+        f"arc_lab: DataError: arc_easy/test.jsonl line 2: not UTF-8: byte b'\\xe9' at byte offset {offset} of the file "
         f"(byte {row.index(b'Q?') + 2} of the line) is invalid continuation byte; re-save the file as UTF-8"
     ]
     full = run_cli(tmp_path, *args, env={"HYDRA_FULL_ERROR": "1"})  # the traceback on request
