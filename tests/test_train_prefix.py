@@ -209,3 +209,26 @@ def test_flash_kernel_falls_back_loudly(smol_tokenizer, caplog):
     ds = tokenize_examples(smol_tokenizer, lists(), InputKind.LIST, seq_len=64)
     with pytest.raises(ValueError, match="flash_attention_2"):
         answer_logps(model, collate(ds, [0], smol_tokenizer.pad_token_id, shared=True))
+
+
+def test_reference_pass_is_shared_logs_throughput_and_keys_the_layout(smol_tokenizer, caplog, tmp_path):
+    from arc_lab.models import model_fingerprint
+    from arc_lab.train.reference import cached_reference_logps, compute_reference_logps
+
+    model = tiny(smol_tokenizer, "mistral", "sdpa")
+    ds = tokenize_examples(smol_tokenizer, pairs(), InputKind.PAIR, seq_len=64)
+    pad = smol_tokenizer.pad_token_id
+    with caplog.at_level(logging.INFO, logger="arc_lab.train.reference"):
+        shared = compute_reference_logps(model, ds, batch_size=4, pad_id=pad, shared=True, progress=False)
+    assert "examples/s" in caplog.text and "prefix-shared layout" in caplog.text
+    flat = compute_reference_logps(model, ds, batch_size=3, pad_id=pad, shared=False, progress=False)
+    assert (shared - flat).abs().max() <= RTOL * flat.abs().max()
+    fp = model_fingerprint(model)
+    kw = dict(model_fp=fp, cache_dir=tmp_path, batch_size=4, progress=False)
+    _, first = cached_reference_logps(model, smol_tokenizer, ds, shared=True, **kw)
+    _, again = cached_reference_logps(model, smol_tokenizer, ds, shared=True, **kw)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="arc_lab.train.reference"):
+        _, other = cached_reference_logps(model, smol_tokenizer, ds, shared=False, **kw)
+    assert first.startswith("miss") and again == "hit " + first.split()[1] and other.startswith("miss")
+    assert "differs in ['layout']" in caplog.text
