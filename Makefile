@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run test test-fast lint format bench-eval bench-dpo ablation report clean
+.PHONY: help venv run test test-fast lint format bench-eval bench-dpo gpu-check ablation report clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bench-eval: $(STAMP) ## Our evaluator vs lm-eval HFLM (SmolLM2-135M, ARC-C 25-sh
 bench-dpo: $(STAMP) ## Our DPO step vs TRL DPOTrainer (installs the bench extra)
 	$(PY) -m pip install -q -e '.[bench]' "$(TORCH_SPEC)"
 	$(PY) bench/dpo_throughput.py
+
+gpu-check: ## GPU checks in one call (<= 8 min, 1 H200): CUDA tests, bf16 eval parity, 7B CPT/DPO steps; JSON + table under OUT=dir
+	bash bench/gpu_check.sh
 
 ablation: $(STAMP) ## The five-row ablation on SmolLM2-135M (multirun), then its report
 	$(PY) -m arc_lab -m experiment=ablation_cpu

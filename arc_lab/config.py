@@ -245,6 +245,10 @@ class OptimConfig:
     log_every: int = 10
     #: checkpoint every N optimizer steps (0 = only at the end)
     save_every: int = 0
+    #: prompt and answers of one question in one packed row, each encoded once (block mask; eager/sdpa
+    #: attention only, other kernels fall back with a warning). Same maths as false (one row per answer),
+    #: equal to fp32 rounding; the data order (whole questions per batch) does not depend on it
+    prefix_sharing: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("stage.optim.scheduler", self.scheduler, ("linear", "cosine", "constant"))

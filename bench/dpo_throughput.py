@@ -1,30 +1,37 @@
-"""Our DPO step vs TRL's ``DPOTrainer``: pairs/s, step-0 agreement, and our FLOP/s vs a plain matmul.
+"""Our DPO step, prefix-shared and unshared, vs TRL's ``DPOTrainer``: tokens per question, pairs/s, ratios.
 
 Both sides get the same model (fresh load), the same LoRA (r=64, alpha=128, the projections of the 7
 recipe ones that the model has, dropout 0 so step 0 is deterministic), the same EOS-terminated pairs (TRL
 1.x appends EOS and cannot be told not to; our loop runs with ``append_eos=True``), the same batch size,
 learning rate and constant schedule, fp32 on CPU. Our side is the shared loop
-(:func:`arc_lab.train.loop.train`: one concatenated chosen+rejected forward, LM head at answer positions
-only); TRL runs ``DPOTrainer.train`` with ``loss_type=sigmoid``.
+(:func:`arc_lab.train.loop.train`, LM head at answer positions only), run twice: ``stage.optim.
+prefix_sharing`` on (each question's prompt and each distinct answer encoded once, one packed row per
+question under a block mask) and off (one row per answer, chosen and rejected both with their prompt). TRL
+runs ``DPOTrainer.train`` with ``loss_type=sigmoid``.
 
-Configurations (per model):
+Like for like, each side in both reference modes:
 
-* ``ours``: reference log-probs precomputed once (the default; cached on disk by fingerprint, so a
-  sweep pays it once), step = one policy forward + backward;
-* ``ours adapter-off``: reference = the adapter-disabled model, one extra no-grad forward per step;
-* ``trl``: TRL's default for a PEFT model (reference = adapter disabled, computed every step);
-* ``trl precompute``: ``precompute_ref_log_probs=True``.
+* ``precomputed``: reference log-probs computed once before training (ours: cached on disk by
+  fingerprint; TRL: ``precompute_ref_log_probs=True``), step = one policy forward + backward;
+* ``adapter-off``: reference = the adapter-disabled model, one extra no-grad forward per step (TRL's
+  default for a PEFT model).
 
-Timing: median seconds between consecutive optimizer steps (our logger is called once per step; TRL's
+Data order: our loop batches whole questions (``epoch_batches``: about ``batch_size`` pairs, 6 or 9 for
+ARC-style 3-pair questions at batch 8); TRL reads the pairs in order, ``batch_size`` per step. So pairs/s is
+measured per step (pairs of that step / its time), median over the timed steps.
+
+Tokens per question: real (non-pad) tokens one policy forward runs for all pairs of a question: ours from
+the collated batches of each question in both layouts, TRL from its tokenised dataset (prompt twice per
+pair, both answers + EOS). An adapter-off reference runs the same tokens again without gradients.
+
+Timing: seconds between consecutive optimizer steps (our logger is called once per step; TRL's
 ``on_step_end`` callback), the first ``--warmup`` steps dropped; setup (tokenisation, reference
-precompute) is reported separately. Checks: step-0 loss of both sides (policy == reference, so ln 2)
-and the step-0 mean summed log-probs of chosen/rejected answers (+EOS) on the first batch (TRL reads
-batches in order here), which shows both sides score the same tokens.
+precompute) is reported separately. Checks: step-0 loss of every run (policy == reference, so ln 2).
 
-FLOPs counted per pair (real tokens only): decoder 2·N·T forward + 2·N·T backward (input gradients; the
-base is frozen), LoRA 2·r·(in+out) per adapted projection and token x 3 (forward, input and weight
-gradients), attention 4·T²·H per layer x 2, LM head 2·H·V per answer token x 2, plus one forward of all
-of it for an adapter-off reference. N = decoder weights (no embeddings, no head).
+FLOPs counted per pair (real tokens only, the unshared layout's, so GFLOP/s compares useful work): decoder
+2·N·T forward + 2·N·T backward (input gradients; the base is frozen), LoRA 2·r·(in+out) per adapted
+projection and token x 3, attention 4·T²·H per layer x 2, LM head 2·H·V per answer token x 2, plus one
+forward of all of it for an adapter-off reference. N = decoder weights (no embeddings, no head).
 
 Threads: ``--threads 1`` by default. On a CPU shared with other jobs, OpenMP regions with 2 threads
 spin-wait for a busy core: a LoRA AdamW step over 18M parameters took 50 s instead of 0.3 s and step
@@ -161,7 +168,10 @@ class StepClock:
         self.records.append(dict(metrics))
 
 
-def run_ours(name: str, pairs, *, batch_size: int, steps: int, seq_len: int, precompute: bool) -> dict:
+def run_ours(
+    name: str, pairs, *, batch_size: int, steps: int, seq_len: int, precompute: bool, shared: bool = True
+) -> dict:
+    from arc_lab.train.batching import epoch_batches, tokenize_examples
     from arc_lab.train.loop import train
 
     model, tok = load(name)
@@ -173,6 +183,7 @@ def run_ours(name: str, pairs, *, batch_size: int, steps: int, seq_len: int, pre
         scheduler="constant",
         log_every=1,
         max_grad_norm=1.0,
+        prefix_sharing=shared,
     )
     lora = LoraConfig(r=LORA_R, alpha=LORA_ALPHA, dropout=0.0, target_modules=lora_targets(model))
     clock = StepClock()
@@ -194,23 +205,26 @@ def run_ours(name: str, pairs, *, batch_size: int, steps: int, seq_len: int, pre
             progress=False,
         )
     intervals = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
+    ds = tokenize_examples(tok, pairs, InputKind.PAIR, seq_len=seq_len, append_eos=True)
+    sizes, epoch = [], 0
+    while len(sizes) < steps:  # the loop's own batches (seed 0): pairs of each step
+        sizes += [len(b) for b in epoch_batches(ds, batch_size, epoch)]
+        epoch += 1
     return {
         "intervals": intervals,
+        "pairs_per_step": sizes[:steps],
         "first_step_end_s": clock.times[0] - t0,
         "step0_loss": clock.records[0]["loss"],
     }
 
 
-def our_step0_logps(name: str, pairs, seq_len: int) -> tuple[float, float]:
-    """Mean summed log-probs (chosen, rejected) of ``pairs`` + EOS under the init model, as the loop computes them."""
+def our_tokens_per_question(tok, pairs, seq_len: int, shared: bool) -> float:
+    """Real tokens of one policy forward over all pairs of a question, averaged over the questions."""
     from arc_lab.train.batching import collate, tokenize_examples
-    from arc_lab.train.forward import answer_logps
 
-    model, tok = load(name)
     ds = tokenize_examples(tok, pairs, InputKind.PAIR, seq_len=seq_len, append_eos=True)
-    with torch.no_grad():
-        out = answer_logps(model.eval(), collate(ds, list(range(len(ds))), tok.pad_token_id))
-    return float(out.logps[:, 0].mean()), float(out.logps[:, 1].mean())
+    counts = [collate(ds, g, tok.pad_token_id, shared=shared).n_tokens for g in ds.groups]
+    return sum(counts) / len(counts)
 
 
 # --------------------------------------------------------------------------------------------- trl
@@ -282,25 +296,43 @@ def run_trl(name: str, pairs, *, batch_size: int, steps: int, seq_len: int, prec
             callbacks=[clock],
         )
         trainer.train()
+        by_prompt: dict[str, int] = {}
+        for pair, row in zip(pairs, trainer.train_dataset, strict=True):
+            n = 2 * len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"])
+            by_prompt[pair.prompt] = by_prompt.get(pair.prompt, 0) + n
     logs = [h for h in trainer.state.log_history if "loss" in h]
     intervals = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
     return {
         "intervals": intervals,
+        "pairs_per_step": [batch_size] * steps,
         "first_step_end_s": clock.times[0] - t0,
         "step0_loss": logs[0]["loss"],
-        "step0_logps": (logs[0]["logps/chosen"], logs[0]["logps/rejected"]),
+        "tokens_per_question": sum(by_prompt.values()) / len(by_prompt),
     }
 
 
 # -------------------------------------------------------------------------------------------- main
-def summarize(res: dict, warmup: int, batch_size: int, flops_pair: float) -> dict:
+CONFIGS = [  # (label, side, reference precomputed)
+    ("ours shared", "shared", True),
+    ("ours unshared", "unshared", True),
+    ("trl", "trl", True),
+    ("ours shared", "shared", False),
+    ("ours unshared", "unshared", False),
+    ("trl", "trl", False),
+]
+
+
+def summarize(res: dict, warmup: int, flops_pair: float) -> dict:
     timed = res["intervals"][max(0, warmup - 1) :]
+    sizes = res["pairs_per_step"][1:][max(0, warmup - 1) :]  # interval i is the work of step i + 1
+    rates = [n / t for n, t in zip(sizes, timed, strict=False)]
+    pairs_per_s = statistics.median(rates)
     step_s = statistics.median(timed)
     return {
         **res,
         "step_s": step_s,
-        "pairs_per_s": batch_size / step_s,
-        "flops_per_s": flops_pair * batch_size / step_s,
+        "pairs_per_s": pairs_per_s,
+        "flops_per_s": flops_pair * pairs_per_s,
         # time to the end of the first step minus one typical step: tokenising, LoRA, reference, engine
         "setup_s": res["first_step_end_s"] - step_s,
     }
@@ -315,66 +347,70 @@ def bench_model(name: str, args, peak: float) -> list[dict]:
     )
     model, tok = load(name)
     fl = {ref: flops_per_pair(model, tok, pairs, args.seq_len, ref) for ref in (False, True)}
+    tokens = {
+        side: our_tokens_per_question(tok, pairs, args.seq_len, side == "shared")
+        for side in ("shared", "unshared")
+    }
     del model
     rows = []
-    configs = [
-        ("ours", run_ours, True),
-        ("ours adapter-off", run_ours, False),
-        ("trl", run_trl, False),
-        ("trl precompute", run_trl, True),
-    ]
-    for label, fn, precompute in configs:
+    for label, side, precompute in CONFIGS:
         t0 = time.perf_counter()
-        res = fn(
-            name,
-            pairs,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            seq_len=args.seq_len,
-            precompute=precompute,
+        kw = dict(batch_size=args.batch_size, steps=args.steps, seq_len=args.seq_len, precompute=precompute)
+        res = (
+            run_trl(name, pairs, **kw)
+            if side == "trl"
+            else run_ours(name, pairs, shared=side == "shared", **kw)
         )
-        row = summarize(res, args.warmup, args.batch_size, fl[not precompute])
+        row = summarize(res, args.warmup, fl[not precompute])
         row.update(
-            model=name, config=label, wall_s=time.perf_counter() - t0, mfu_vs_matmul=row["flops_per_s"] / peak
+            model=name,
+            config=label,
+            side=side,
+            reference="precomputed" if precompute else "adapter-off",
+            tokens_per_question=row.get("tokens_per_question", tokens.get(side)),
+            wall_s=time.perf_counter() - t0,
+            mfu_vs_matmul=row["flops_per_s"] / peak,
         )
         print(
-            f"  {label:18s} {row['pairs_per_s']:7.2f} pairs/s  step {row['step_s']:.3f}s  "
-            f"setup {row['setup_s']:.1f}s  step0 loss {row['step0_loss']:.6f}  "
-            f"{row['flops_per_s'] / 1e9:.2f} GFLOP/s",
+            f"  {label:14s} {row['reference']:12s} {row['pairs_per_s']:7.2f} pairs/s  step {row['step_s']:.3f}s  "
+            f"setup {row['setup_s']:.1f}s  tokens/question {row['tokens_per_question']:.1f}  "
+            f"step0 loss {row['step0_loss']:.6f}",
             flush=True,
         )
         rows.append(row)
-    ours_lp = our_step0_logps(name, pairs[: args.batch_size], args.seq_len)
-    trl_lp = next(r for r in rows if r["config"] == "trl")["step0_logps"]
-    for r in rows:
-        r["our_step0_logps"], r["trl_step0_logps"] = ours_lp, trl_lp
     return rows
 
 
 def print_table(rows: list[dict], peak: float) -> None:
     print(f"\nmatmul reference (fp32 1024^3, this run): {peak / 1e9:.1f} GFLOP/s")
-    print("| model | config | pairs/s | step s | setup s | step-0 loss | GFLOP/s | % of matmul |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | side | reference | tokens/question | pairs/s | vs TRL | step s | setup s | step-0 loss | GFLOP/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        trl = next(
+            t
+            for t in rows
+            if t["model"] == r["model"] and t["side"] == "trl" and t["reference"] == r["reference"]
+        )
         print(
-            f"| {r['model']} | {r['config']} | {r['pairs_per_s']:.2f} | {r['step_s']:.3f} | {r['setup_s']:.1f} | "
-            f"{r['step0_loss']:.6f} | {r['flops_per_s'] / 1e9:.2f} | {100 * r['flops_per_s'] / peak:.1f} |"
+            f"| {r['model']} | {r['config']} | {r['reference']} | {r['tokens_per_question']:.1f} "
+            f"({100 * r['tokens_per_question'] / trl['tokens_per_question']:.0f}% of TRL) | "
+            f"{r['pairs_per_s']:.2f} | {r['pairs_per_s'] / trl['pairs_per_s']:.2f}x | {r['step_s']:.3f} | "
+            f"{r['setup_s']:.1f} | {r['step0_loss']:.6f} | {r['flops_per_s'] / 1e9:.2f} |"
         )
     for model in dict.fromkeys(r["model"] for r in rows):
-        by = {r["config"]: r for r in rows if r["model"] == model}
-        o, t = by["ours"], by["trl"]
-        print(
-            f"\n{model}: ours / trl (defaults) = {o['pairs_per_s'] / t['pairs_per_s']:.2f}x; "
-            f"adapter-off vs adapter-off = {by['ours adapter-off']['pairs_per_s'] / t['pairs_per_s']:.2f}x; "
-            f"precompute vs precompute = {o['pairs_per_s'] / by['trl precompute']['pairs_per_s']:.2f}x"
-        )
-        loss_diff = abs(o["step0_loss"] - t["step0_loss"])
-        lp_diff = max(abs(a - b) for a, b in zip(o["our_step0_logps"], o["trl_step0_logps"], strict=True))
-        print(
-            f"  step-0 loss |ours - trl| = {loss_diff:.2e} ({'OK' if loss_diff < 1e-5 else 'MISMATCH'} at 1e-5); "
-            f"step-0 mean logps chosen/rejected ours {o['our_step0_logps']} trl {o['trl_step0_logps']} "
-            f"(max diff {lp_diff:.2e})"
-        )
+        by = {(r["side"], r["reference"]): r for r in rows if r["model"] == model}
+        for ref in ("precomputed", "adapter-off"):
+            s, u, t = by["shared", ref], by["unshared", ref], by["trl", ref]
+            print(
+                f"{model} ({ref}): shared / unshared {s['pairs_per_s'] / u['pairs_per_s']:.2f}x, "
+                f"shared / TRL {s['pairs_per_s'] / t['pairs_per_s']:.2f}x, "
+                f"unshared / TRL {u['pairs_per_s'] / t['pairs_per_s']:.2f}x; tokens/question shared "
+                f"{s['tokens_per_question'] / t['tokens_per_question']:.0%} of TRL"
+            )
+        losses = {r["step0_loss"] for r in rows if r["model"] == model}
+        print(f"  step-0 losses: {sorted(losses)} (ln 2 = {math.log(2):.6f})")
 
 
 def main() -> None:

@@ -341,7 +341,9 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2):
         "max_position_embeddings": 256,
     }
     model, tok = load_model(source="random", arch="llama", tiny=tiny, seed=0)
-    pairs = build_pairs(builtin_items("train")[:4])
+    # one pair per question: one process batches whole questions (epoch_batches) while data-parallel runs
+    # slice randperm(n); with one example per question both give the same global batches
+    pairs = build_pairs(builtin_items("train")[:12])[::3]
     optim = OptimConfig(
         lr=LOOP_LR,
         max_steps=LOOP_STEPS,

@@ -37,7 +37,8 @@ def full_logits_logps(model, batch):
     flat = logits.log_softmax(-1).reshape(-1, logits.shape[-1])[batch.pred_pos]
     per_tok = flat.gather(1, batch.targets[:, None]).squeeze(1)
     b, k = batch.mask.shape
-    return torch.zeros(b * k).index_add(0, batch.token_slot, per_tok).view(b, k)
+    per_answer = torch.zeros(batch.n_answers + 1).index_add(0, batch.token_answer, per_tok)
+    return per_answer[batch.answer_slot].view(b, k)
 
 
 def lists():

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from arc_lab.packing import as_model_mask, prefix_block_mask
+
 log = logging.getLogger(__name__)
 PAD_ID = 0  # lm-eval pads with token id 0; padded positions never influence real ones
 
@@ -202,25 +204,17 @@ def _choice_pass(
     device, dtype = model.device, model.dtype
     flat = [[t for f in fs for t in f] for fs in feeds]
     ids = _right_pad([f or [PAD_ID] for f in flat], device)  # (B, S)
-    b_size, s_len = ids.shape
-    allowed = torch.zeros(b_size, s_len, pad_len + s_len, dtype=torch.bool)
-    pos = torch.zeros(b_size, s_len, dtype=torch.long)
-    for b, fs in enumerate(feeds):
-        allowed[b, :, : ctx_lens[b]] = True  # every packed token (and padding) sees the context
-        offset = 0
-        for f in fs:
-            n = len(f)
-            seg = slice(offset, offset + n)
-            allowed[b, seg, pad_len + offset : pad_len + offset + n] = torch.ones(
-                n, n, dtype=torch.bool
-            ).tril()
-            pos[b, seg] = torch.arange(ctx_lens[b], ctx_lens[b] + n)
-            offset += n
-    # additive form works for both eager (adds it) and SDPA (float masks are added too)
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    s_len = ids.shape[1]
+    allowed, pos = prefix_block_mask(
+        ctx_lens, [[len(f) for f in fs] for fs in feeds], pad_len + s_len, seg_start=[pad_len] * len(feeds)
+    )
+    # queries are the packed tokens only; keys are the cached context (padded to P) and the packed tokens.
+    # The additive form works for both eager (adds it) and SDPA (float masks are added too).
+    mask = as_model_mask(allowed[:, pad_len:], "eager", dtype)
+    pos = pos[:, pad_len:]
     logits = model(
         input_ids=ids,
-        attention_mask=mask[:, None].to(device),
+        attention_mask=mask.to(device),
         position_ids=pos.to(device),
         cache=cache,
         use_cache=True,

@@ -18,13 +18,29 @@ Too long: if prompt + longest answer exceeds ``seq_len`` the prompt loses tokens
 lm-eval truncates), counted in :attr:`TokenizedDataset.truncated` and logged; an answer that cannot fit
 with at least one context token is an error, never silently dropped.
 
-Public API: :class:`TokenizedExample`, :class:`TokenizedDataset` (``fingerprint()``), :class:`Batch`,
-:func:`tokenize_examples`, :func:`collate`.
+Prefix sharing (``collate(..., shared=True)``, the training default for ANSWER / PAIR / LIST): one packed
+row per distinct prompt of the batch holds the prompt once and each distinct answer once (a question's
+gold answer, repeated in each of its pairs, runs once), under a block mask (:mod:`arc_lab.packing`); the
+per-answer log-probs are gathered back into the (B, K) slots. For ARC pairs (prompt ~30 tokens, answers
+~5) a question's 3 pairs cost ~1/4 of the forward tokens of one row per answer. Equal to the unshared
+layout up to fp32 rounding (tests/test_train_prefix.py).
+
+Data order and weighting (:func:`epoch_batches`): the examples that share a prompt form a question (PAIR:
+the c - 1 pairs of a c-choice question, built in a row by ``build_pairs``); an epoch visits the questions
+in a seeded random order, and a micro-batch holds whole questions, about ``batch_size`` examples. The loss
+is the objective's mean over the micro-batch's examples, so **each pair weighs the same: a 4-choice ARC
+question weighs 3 pairs, a 3-choice one 2, a 5-choice one 4**. (LIST objectives see one example per
+question: every question weighs the same.) Per-question weighting of pairs is not offered.
+
+Public API: :class:`TokenizedExample`, :class:`TokenizedDataset` (``fingerprint()``, ``groups``),
+:class:`Batch`, :func:`tokenize_examples`, :func:`collate`, :func:`epoch_batches`.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +48,7 @@ from dataclasses import dataclass, field
 import torch
 
 from arc_lab.objectives.base import InputKind
+from arc_lab.packing import prefix_block_mask
 from arc_lab.scoring import encode_pair
 
 log = logging.getLogger(__name__)
@@ -74,6 +91,7 @@ class TokenizedDataset:
     append_eos: bool
     truncated: int = 0
     _fingerprint: str | None = field(default=None, repr=False)
+    _groups: list[list[int]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -82,6 +100,20 @@ class TokenizedDataset:
     def max_k(self) -> int:
         """Largest number of answers of any example."""
         return max(len(e.answers) for e in self.examples)
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """Indices of the examples that share one prompt (the pairs of one question), in order of first
+        appearance; singletons for PACKED blocks (their one-token "prompts" are not questions)."""
+        if self._groups is None:
+            if self.kind is InputKind.PACKED:
+                self._groups = [[i] for i in range(len(self))]
+            else:
+                by_prompt: dict[tuple[int, ...], list[int]] = {}
+                for i, e in enumerate(self.examples):
+                    by_prompt.setdefault(e.prompt, []).append(i)
+                self._groups = list(by_prompt.values())
+        return self._groups
 
     def fingerprint(self) -> str:
         """sha256 (16 hex) of kind, seq_len, append_eos and every token id, length and gold index."""
@@ -95,27 +127,42 @@ class TokenizedDataset:
 
 @dataclass
 class Batch:
-    """A padded batch of R = sum_b K_b rows (every answer of every example is one row).
+    """A padded batch of B examples with up to K answers each, laid out in R rows of T tokens.
+
+    Two layouts compute the same log-probs:
+
+    * unshared (``block_mask`` None): one row per answer, ``prompt + answer``, under the model's causal
+      mask; R = sum_b K_b.
+    * prefix-shared: one row per distinct prompt of the batch, ``prompt + answer_1 + answer_2 + ...`` with
+      every distinct answer once, under a block mask (:func:`arc_lab.packing.prefix_block_mask`): an answer
+      sees its prompt and itself, and its position ids restart after the prompt.
 
     Attributes:
-        input_ids: (R, T) long, prompt + answer, right-padded.
+        input_ids: (R, T) long, right-padded.
         attention_mask: (R, T) long, 1 on real tokens.
         pred_pos: (A,) long, flat index into R*T of the positions whose next-token prediction is an
-            answer token (A = total answer tokens of the batch).
+            answer token (A = answer tokens computed).
         targets: (A,) long, the answer token each of those positions predicts.
-        token_slot: (A,) long, flat index into B*K of the answer each answer token belongs to.
+        token_answer: (A,) long, which computed answer (0..U-1) each answer token belongs to.
+        answer_slot: (B*K,) long, the computed answer of each (example, choice) slot; U (a zero) where
+            masked. Slots with the same prompt and answer ids share one computed answer.
+        n_answers: U, the number of computed answers.
         tokens, chars, bytes: (B, K) float answer lengths (0 where masked).
         mask: (B, K) bool, True where a choice exists.
         gold: (B,) long.
         index: (B,) long, positions of the examples in their TokenizedDataset (reference-cache rows).
-        n_tokens: number of real (non-pad) tokens, for tokens/s.
+        n_tokens: number of real (non-pad) tokens run through the model, for tokens/s.
+        block_mask: (R, T, T) bool (query, key) for the prefix-shared layout, else None.
+        position_ids: (R, T) long for the prefix-shared layout, else None.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     pred_pos: torch.Tensor
     targets: torch.Tensor
-    token_slot: torch.Tensor
+    token_answer: torch.Tensor
+    answer_slot: torch.Tensor
+    n_answers: int
     tokens: torch.Tensor
     chars: torch.Tensor
     bytes: torch.Tensor
@@ -123,6 +170,13 @@ class Batch:
     gold: torch.Tensor
     index: torch.Tensor
     n_tokens: int
+    block_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether this batch uses the prefix-shared layout."""
+        return self.block_mask is not None
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch with every tensor on ``device``."""
@@ -221,26 +275,49 @@ def tokenize_examples(
     return TokenizedDataset(kind, out, seq_len, append_eos, truncated)
 
 
-def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int) -> Batch:
+def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int, *, shared: bool = False) -> Batch:
     """Stack examples ``indices`` of ``dataset`` into one right-padded :class:`Batch`.
 
-    Every answer of every example becomes its own row (chosen and rejected, all K choices share one
-    forward); K is padded to the largest K in the batch and masked.
+    Args:
+        dataset: the tokenised examples.
+        indices: which examples, in batch order.
+        pad_id: padding token id.
+        shared: the prefix-shared layout (each distinct prompt once, each of its distinct answers once,
+            under a block mask); else one row per answer. PACKED data is always unshared (K=1, no prompt).
     """
     exs = [dataset.examples[i] for i in indices]
     b, k = len(exs), max(len(e.answers) for e in exs)
-    rows = [(bi * k + ki, e.prompt, a) for bi, e in enumerate(exs) for ki, a in enumerate(e.answers)]
-    t = max(len(p) + len(a) for _, p, a in rows)
+    if shared and dataset.kind is not InputKind.PACKED:
+        rows, answer_slot, n_answers = _shared_rows(exs, k)
+    else:
+        rows = [(e.prompt, [a]) for e in exs for a in e.answers]
+        answer_slot = torch.full((b * k,), len(rows), dtype=torch.long)
+        answer_slot[[bi * k + ki for bi, e in enumerate(exs) for ki in range(len(e.answers))]] = torch.arange(
+            len(rows)
+        )
+        n_answers, shared = len(rows), False
+    # the shared layout feeds answer[:-1] (the last token's output predicts nothing); unshared rows are
+    # prompt + answer, as lm-eval-style scoring lays them out
+    fed = [[a[:-1] if shared else a for a in answers] for _, answers in rows]
+    t = max(len(p) + sum(len(f) for f in fs) for (p, _), fs in zip(rows, fed, strict=True))
     input_ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), t), dtype=torch.long)
-    pred_pos, targets, token_slot = [], [], []
-    for r, (slot, p, a) in enumerate(rows):
-        seq = p + a
+    pred_pos, targets, token_answer, u = [], [], [], 0
+    for r, ((p, answers), fs) in enumerate(zip(rows, fed, strict=True)):
+        seq = list(p) + [tok for f in fs for tok in f]
         input_ids[r, : len(seq)] = torch.tensor(seq)
         attention[r, : len(seq)] = 1
-        pred_pos.extend(range(r * t + len(p) - 1, r * t + len(seq) - 1))  # logits at i predict token i+1
-        targets.extend(a)
-        token_slot.extend([slot] * len(a))
+        start = len(p)
+        for a, f in zip(answers, fs, strict=True):  # the prompt's last position predicts token 0
+            pred_pos.extend([r * t + len(p) - 1] + list(range(r * t + start, r * t + start + len(a) - 1)))
+            targets.extend(a)
+            token_answer.extend([u] * len(a))
+            start, u = start + len(f), u + 1
+    block_mask = position_ids = None
+    if shared:
+        block_mask, position_ids = prefix_block_mask(
+            [len(p) for p, _ in rows], [[len(f) for f in fs] for fs in fed], t
+        )
     lengths = torch.zeros((3, b, k))
     mask = torch.zeros((b, k), dtype=torch.bool)
     for bi, e in enumerate(exs):
@@ -254,7 +331,9 @@ def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int) -> B
         attention,
         torch.tensor(pred_pos),
         torch.tensor(targets),
-        torch.tensor(token_slot),
+        torch.tensor(token_answer),
+        answer_slot,
+        n_answers,
         lengths[0],
         lengths[1],
         lengths[2],
@@ -262,4 +341,55 @@ def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int) -> B
         torch.tensor([e.gold for e in exs]),
         torch.tensor(list(indices), dtype=torch.long),
         int(attention.sum()),
+        block_mask,
+        position_ids,
     )
+
+
+def _shared_rows(
+    exs: list[TokenizedExample], k: int
+) -> tuple[list[tuple[tuple[int, ...], list[tuple[int, ...]]]], torch.Tensor, int]:
+    """One row per distinct prompt with its distinct answers, the slot -> computed-answer map, and U."""
+    rows: dict[tuple[int, ...], dict[tuple[int, ...], int]] = {}
+    for e in exs:
+        answers = rows.setdefault(e.prompt, {})
+        for a in e.answers:
+            answers.setdefault(a, -1)
+    u = 0
+    for answers in rows.values():  # number the computed answers in row order, as collate lays them out
+        for a in answers:
+            answers[a], u = u, u + 1
+    answer_slot = torch.full((len(exs) * k,), u, dtype=torch.long)
+    for bi, e in enumerate(exs):
+        for ki, a in enumerate(e.answers):
+            answer_slot[bi * k + ki] = rows[e.prompt][a]
+    return [(p, list(ans)) for p, ans in rows.items()], answer_slot, u
+
+
+def epoch_batches(dataset: TokenizedDataset, batch_size: int, seed: int) -> list[list[int]]:
+    """One epoch's micro-batches of example indices: whole questions, ``ceil(n / batch_size)`` batches.
+
+    The questions (:attr:`TokenizedDataset.groups`) are visited in ``randperm(n_questions, seed)`` order,
+    each with its examples in input order. Batch ``j`` ends at the question boundary nearest to
+    ``(j + 1) * batch_size`` examples (ties: the earlier one), so a batch holds whole questions and about
+    ``batch_size`` examples (ARC pairs, 3 per 4-choice question, batch_size 8: batches of 6 or 9). A
+    question is split only where whole questions cannot give every batch at least one example. With one
+    example per question (LIST, ANSWER, PACKED) this is exactly ``randperm(n)`` cut every ``batch_size``.
+    """
+    groups = dataset.groups
+    perm = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = [i for g in perm for i in groups[g]]
+    n = len(order)
+    per_epoch = -(-n // batch_size)
+    bounds, total = [0], 0
+    for g in perm:
+        total += len(groups[g])
+        bounds.append(total)
+    cuts = [0]
+    for j in range(1, per_epoch):
+        lo, hi, target = cuts[-1] + 1, n - (per_epoch - j), j * batch_size
+        at = bisect.bisect_left(bounds, target)
+        near = [x for x in bounds[max(at - 1, 0) : at + 1] if lo <= x <= hi]
+        cuts.append(min(near, key=lambda x: (abs(x - target), x)) if near else min(max(target, lo), hi))
+    cuts.append(n)
+    return [order[a:b] for a, b in itertools.pairwise(cuts)]

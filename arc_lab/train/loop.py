@@ -12,9 +12,10 @@ Public API::
 
 ``train`` = :func:`arc_lab.train.setup.prepare` (data, LoRA / full fine-tune, reference, stepper) +
 :func:`run_loop`. Per optimizer step the loop takes ``grad_accum`` micro-batches of ``batch_size``
-examples from a seeded stream (epoch ``e`` visits the examples in ``randperm(n, seed * 1_000_003 + e)``
-order; a short last micro-batch is kept), runs one forward per micro-batch (all K answers of every
-example together, LM head at answer positions only), attaches reference log-probs when the objective
+examples from a seeded stream (epoch ``e`` visits the questions in ``randperm(n_questions, seed * 1_000_003
++ e)`` order, a micro-batch holds whole questions, see :func:`~arc_lab.train.batching.epoch_batches`),
+runs one forward per micro-batch (prefix-shared: each prompt and distinct answer once; LM head at answer
+positions only), attaches reference log-probs when the objective
 ``needs_reference`` (precomputed rows, or the adapter-off model), and calls the objective.
 
 * Logging every ``optim.log_every`` steps: ``loss``, ``lr``, ``grad_norm``, the objective's metrics (means
@@ -52,7 +53,7 @@ from tqdm.auto import tqdm
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.objectives.base import Objective
 from arc_lab.runinfo import disk_full_guard
-from arc_lab.train.batching import collate
+from arc_lab.train.batching import TokenizedDataset, collate, epoch_batches
 from arc_lab.train.checkpoint import (
     LoopState,
     latest_checkpoint,
@@ -105,26 +106,32 @@ class TrainResult:
 
 
 def _stream(
-    n: int, batch_size: int, seed: int, state: LoopState, world: int = 1, rank: int = 0
+    dataset: TokenizedDataset, batch_size: int, seed: int, state: LoopState, world: int = 1, rank: int = 0
 ) -> Iterator[list[int]]:
     """This process's micro-batches of example indices from ``state``'s position on, advancing ``state``.
 
-    Every process draws the same global micro-batch of ``batch_size * world`` indices and keeps
-    ``[rank::world]``; in data-parallel runs a short last global batch is topped up from the start of
-    the epoch's order so that every process gets ``batch_size`` examples.
+    One process: :func:`~arc_lab.train.batching.epoch_batches` (whole questions per batch, questions in
+    ``randperm`` order). Data-parallel: every process draws the same global micro-batch of
+    ``batch_size * world`` indices of ``randperm(n)`` and keeps ``[rank::world]``; a short last global
+    batch is topped up from the start of the epoch's order so that every process gets ``batch_size``.
     """
-    size = batch_size * world
+    n, size = len(dataset), batch_size * world
     while True:
-        order = torch.randperm(
-            n, generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
-        ).tolist()
-        while state.batch_in_epoch * size < n:
-            start = state.batch_in_epoch * size
-            state.batch_in_epoch += 1
-            batch = order[start : start + size]
-            if world > 1 and len(batch) < size:
-                batch += (order * size)[: size - len(batch)]
-            yield batch[rank::world]
+        seed_e = seed * 1_000_003 + state.epoch
+        if world == 1:
+            batches = epoch_batches(dataset, batch_size, seed_e)
+            while state.batch_in_epoch < len(batches):
+                state.batch_in_epoch += 1
+                yield batches[state.batch_in_epoch - 1]
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed_e)).tolist()
+            while state.batch_in_epoch * size < n:
+                start = state.batch_in_epoch * size
+                state.batch_in_epoch += 1
+                batch = order[start : start + size]
+                if len(batch) < size:
+                    batch += (order * size)[: size - len(batch)]
+                yield batch[rank::world]
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
 
 
@@ -134,7 +141,7 @@ def _micro_step(
     """Forward + objective of one micro-batch: (loss, metrics, real tokens)."""
     model = setup.stepper.module
     device = next(model.parameters()).device
-    batch = collate(setup.dataset, indices, setup.pad_id).to(device)
+    batch = collate(setup.dataset, indices, setup.pad_id, shared=setup.shared).to(device)
     out = answer_logps(model, batch, precision=setup.optim.precision)
     if objective.needs_reference:
         if setup.ref_logps is not None:
@@ -229,7 +236,7 @@ def run_loop(
         log.info("resuming from %s (step %d of %d)", last, state.step, setup.total_steps)
     model = stepper.module
     model.train()
-    stream = _stream(len(setup.dataset), optim.batch_size, optim.seed, state, setup.world, setup.rank)
+    stream = _stream(setup.dataset, optim.batch_size, optim.seed, state, setup.world, setup.rank)
     start = time.perf_counter()
     bar = tqdm(
         total=setup.total_steps, initial=state.step, disable=not progress, desc=type(objective).__name__

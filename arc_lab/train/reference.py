@@ -8,7 +8,10 @@ aligned with the rows of a :class:`~arc_lab.train.batching.TokenizedDataset`, an
 * the init model's weights (:func:`arc_lab.models.model_fingerprint`, taken before any adapter),
 * the tokenizer (vocabulary, special tokens, whether it adds BOS),
 * the tokenised data (every id, which also covers seq_len, truncation and append_eos),
-* the precision of the forward.
+* the precision of the forward and the batch layout (prefix-shared or one row per answer: equal up to
+  fp32 rounding, not bitwise, so a cache entry never stands in for the other layout's values).
+
+The pass runs over whole questions with a progress bar and logs its throughput (examples/s, tokens/s).
 
 Never used silently when stale or damaged: a different key is a miss (logged with the components in
 which it differs from the nearest cached entry); an unreadable file, a wrong shape, a wrong key inside
@@ -26,10 +29,13 @@ import json
 import logging
 import os
 import tempfile
+import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from arc_lab.train.batching import TokenizedDataset, collate
 from arc_lab.train.forward import answer_logps
@@ -48,10 +54,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def reference_key(
-    model_fp: str, tokenizer_fp: str, dataset: TokenizedDataset, precision: str
+    model_fp: str, tokenizer_fp: str, dataset: TokenizedDataset, precision: str, shared: bool = False
 ) -> tuple[str, dict]:
     """(cache key, its components) for reference log-probs of ``dataset``."""
     parts = {
+        "layout": "shared" if shared else "unshared",
         "model": model_fp,
         "tokenizer": tokenizer_fp,
         "data": dataset.fingerprint(),
@@ -65,31 +72,60 @@ def reference_key(
     return key, parts
 
 
+def _chunks(dataset: TokenizedDataset, batch_size: int) -> list[list[int]]:
+    """Whole questions in dataset order, up to ``batch_size`` examples per chunk (a bigger question alone)."""
+    chunks: list[list[int]] = [[]]
+    for g in dataset.groups:
+        if chunks[-1] and len(chunks[-1]) + len(g) > batch_size:
+            chunks.append([])
+        chunks[-1].extend(g)
+    return chunks
+
+
 @torch.no_grad()
 def compute_reference_logps(
-    model: nn.Module, dataset: TokenizedDataset, *, batch_size: int, pad_id: int, precision: str = "fp32"
+    model: nn.Module,
+    dataset: TokenizedDataset,
+    *,
+    batch_size: int,
+    pad_id: int,
+    precision: str = "fp32",
+    shared: bool = False,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Log-probs of every answer of ``dataset`` under the reference policy, shape (N, K), 0 where masked.
 
     ``model`` is the init model, or a LoRA model (then evaluated with its adapter disabled). Runs in
-    eval mode, in dataset order; the training mode is restored afterwards.
+    eval mode over whole questions in dataset order (``shared``: each prompt and distinct answer once), with
+    a progress bar; logs examples/s and tokens/s at the end. The training mode is restored afterwards.
     """
     device = next(model.parameters()).device
     out = torch.zeros((len(dataset), dataset.max_k), dtype=torch.float32)
     was_training = model.training
     model.eval()
+    t0, n_tokens = time.perf_counter(), 0
+    bar = tqdm(total=len(dataset), desc="reference log-probs", unit="ex", disable=not progress)
     try:
-        for start in range(0, len(dataset), batch_size):
-            idx = list(range(start, min(start + batch_size, len(dataset))))
-            batch = collate(dataset, idx, pad_id).to(device)
-            if is_lora(model):
-                with reference_mode(model):
-                    lp = answer_logps(model, batch, precision=precision).logps
-            else:
+        for idx in _chunks(dataset, batch_size):
+            batch = collate(dataset, idx, pad_id, shared=shared).to(device)
+            with reference_mode(model) if is_lora(model) else nullcontext():
                 lp = answer_logps(model, batch, precision=precision).logps
             out[idx, : lp.shape[1]] = lp.cpu()
+            n_tokens += batch.n_tokens
+            bar.update(len(idx))
     finally:
+        bar.close()
         model.train(was_training)
+    wall = max(time.perf_counter() - t0, 1e-9)
+    log.info(
+        "reference log-probs: %d examples (%d tokens, %s layout) in %.1f s: %.1f examples/s, %.0f tokens/s",
+        len(dataset),
+        n_tokens,
+        "prefix-shared" if shared else "one row per answer",
+        wall,
+        len(dataset) / wall,
+        n_tokens / wall,
+    )
     return out
 
 
@@ -164,6 +200,8 @@ def cached_reference_logps(
     cache_dir: str | Path,
     batch_size: int,
     precision: str = "fp32",
+    shared: bool = False,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, str]:
     """Reference log-probs (N, K) of ``dataset`` from the disk cache, computed and stored on a miss.
 
@@ -175,11 +213,14 @@ def cached_reference_logps(
         cache_dir: root of the caches; files go to ``<cache_dir>/reflogps/``.
         batch_size: examples per no-grad forward.
         precision: ``fp32`` | ``bf16``.
+        shared: compute with the prefix-shared layout (a key component: the two layouts agree to fp32
+            rounding, not bitwise).
+        progress: show a progress bar while computing.
 
     Returns:
         (logps (N, K) float32, ``"hit <key>"`` or ``"miss <key>"``).
     """
-    key, parts = reference_key(model_fp, tokenizer_fingerprint(tokenizer), dataset, precision)
+    key, parts = reference_key(model_fp, tokenizer_fingerprint(tokenizer), dataset, precision, shared)
     root = Path(cache_dir) / "reflogps"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{key}.pt"
@@ -193,7 +234,13 @@ def cached_reference_logps(
         reason = _why_miss(root, parts)
     log.info("reference cache: miss %s (%s); computing %d examples", key, reason, len(dataset))
     logps = compute_reference_logps(
-        model, dataset, batch_size=batch_size, pad_id=tokenizer.pad_token_id, precision=precision
+        model,
+        dataset,
+        batch_size=batch_size,
+        pad_id=tokenizer.pad_token_id,
+        precision=precision,
+        shared=shared,
+        progress=progress,
     )
     _save(path, key, parts, logps)
     return logps, f"miss {key}"

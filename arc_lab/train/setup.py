@@ -31,8 +31,9 @@ from torch import nn
 
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.models import cache_root, model_fingerprint
-from arc_lab.objectives.base import Objective
+from arc_lab.objectives.base import InputKind, Objective
 from arc_lab.train.batching import TokenizedDataset, tokenize_examples
+from arc_lab.train.forward import use_prefix_sharing
 from arc_lab.train.lora import prepare_trainable
 from arc_lab.train.reference import cached_reference_logps
 from arc_lab.train.stepper import Stepper, torch_stepper
@@ -57,6 +58,7 @@ class TrainSetup:
         optim: the optimisation settings.
         world: data-parallel processes (``WORLD_SIZE`` of a DeepSpeed/torchrun launch; 1 otherwise).
         rank: this process's rank; it trains on ``global_micro_batch[rank::world]``.
+        shared: batches use the prefix-shared layout (:func:`arc_lab.train.forward.use_prefix_sharing`).
     """
 
     stepper: Stepper
@@ -70,6 +72,7 @@ class TrainSetup:
     optim: OptimConfig
     world: int = 1
     rank: int = 0
+    shared: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -107,6 +110,7 @@ def _reference(
     precompute: bool,
     cache_dir: Path,
     optim: OptimConfig,
+    shared: bool,
 ) -> tuple[torch.Tensor | None, str]:
     """Precomputed reference log-probs (from the init model, before any adapter) and how they were had."""
     if not objective.needs_reference:
@@ -127,6 +131,7 @@ def _reference(
         cache_dir=cache_dir,
         batch_size=optim.batch_size,
         precision=optim.precision,
+        shared=shared,
     )
     return logps, f"cache {status}"
 
@@ -166,6 +171,9 @@ def prepare(
         tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=append_eos
     )
     lora_on = lora is not None and lora.enabled
+    shared = dataset.kind is not InputKind.PACKED and use_prefix_sharing(
+        model, optim.prefix_sharing, seq_len=seq_len
+    )
     ref_logps, reference = _reference(
         model,
         tokenizer,
@@ -175,6 +183,7 @@ def prepare(
         precompute=precompute_reference,
         cache_dir=Path(cache_dir) if cache_dir else cache_root(),
         optim=optim,
+        shared=shared,
     )
     seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
     trainable = prepare_trainable(model, lora)
@@ -201,7 +210,11 @@ def prepare(
         "data": dataset.fingerprint(),
         "n_examples": len(dataset),
         "total_steps": steps,
-        "optim": {k: v for k, v in dataclasses.asdict(optim).items() if k not in ("log_every", "save_every")},
+        "optim": {
+            k: v
+            for k, v in dataclasses.asdict(optim).items()
+            if k not in ("log_every", "save_every", "prefix_sharing")  # same maths either way
+        },
         "lora": dataclasses.asdict(lora) if lora_on else None,
         "reference": reference.split(" ")[0],
     }
@@ -226,4 +239,5 @@ def prepare(
         optim,
         world=world,
         rank=rank,
+        shared=shared,
     )
