@@ -15,7 +15,8 @@ Public API::
 examples from a seeded stream (epoch ``e`` visits the examples in ``randperm(n, seed * 1_000_003 + e)``
 order; a short last micro-batch is kept), runs one forward per micro-batch (all K answers of every
 example together, LM head at answer positions only), attaches reference log-probs when the objective
-``needs_reference`` (precomputed rows, or the adapter-off model), and calls the objective.
+``needs_reference`` (precomputed rows, or the adapter-off model), the mismatched pairs' log-probs when it
+``needs_mismatched`` (:mod:`arc_lab.train.mismatched`), and calls the objective.
 
 * Logging every ``optim.log_every`` steps: ``loss``, ``lr``, ``grad_norm``, the objective's metrics (means
   over the window), ``tokens_per_s``, ``epoch``; sent to ``logger.log(metrics, step)`` (any object with
@@ -50,6 +51,7 @@ from arc_lab.train.batching import collate
 from arc_lab.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
 from arc_lab.train.forward import answer_logps
 from arc_lab.train.lora import reference_mode
+from arc_lab.train.mismatched import mismatched_logps
 from arc_lab.train.setup import TrainSetup, prepare
 from arc_lab.train.stepper import Stepper, torch_stepper
 
@@ -133,6 +135,8 @@ def _micro_step(
         else:
             with torch.no_grad(), reference_mode(model):
                 out.ref_logps = answer_logps(model, batch, precision=setup.optim.precision).logps
+    if objective.needs_mismatched:
+        out.mismatched = mismatched_logps(setup, batch.index, objective.needs_reference)
     loss, metrics = objective(out)
     return loss, metrics, batch.n_tokens
 

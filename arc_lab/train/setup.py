@@ -7,6 +7,8 @@
 3. if ``objective.needs_reference``: precompute reference log-probs from the init model through the
    disk cache (always for full fine-tuning, where the init weights are gone after step 1; for LoRA when
    ``precompute_reference``), or mark the reference as "adapter off", computed every step;
+   if ``objective.needs_mismatched``: build the mismatched pairs (:mod:`arc_lab.train.mismatched`) and
+   get their reference log-probs the same way;
 4. add a fresh LoRA adapter (``lora.enabled``) or make every weight trainable;
 5. build the stepper (:mod:`arc_lab.train.stepper`) for ``total_steps`` optimizer steps.
 
@@ -34,6 +36,7 @@ from arc_lab.models import cache_root, model_fingerprint
 from arc_lab.objectives.base import Objective
 from arc_lab.train.batching import TokenizedDataset, tokenize_examples
 from arc_lab.train.lora import prepare_trainable
+from arc_lab.train.mismatched import mismatched_dataset
 from arc_lab.train.reference import cached_reference_logps
 from arc_lab.train.stepper import Stepper, torch_stepper
 
@@ -57,6 +60,9 @@ class TrainSetup:
         optim: the optimisation settings.
         world: data-parallel processes (``WORLD_SIZE`` of a DeepSpeed/torchrun launch; 1 otherwise).
         rank: this process's rank; it trains on ``global_micro_batch[rank::world]``.
+        mismatched: the mismatched pairs, row-aligned with ``dataset`` (objectives that declare
+            ``needs_mismatched``), or None.
+        mismatched_ref_logps: their precomputed reference log-probs, or None.
     """
 
     stepper: Stepper
@@ -70,6 +76,8 @@ class TrainSetup:
     optim: OptimConfig
     world: int = 1
     rank: int = 0
+    mismatched: TokenizedDataset | None = None
+    mismatched_ref_logps: torch.Tensor | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -176,6 +184,26 @@ def prepare(
         cache_dir=Path(cache_dir) if cache_dir else cache_root(),
         optim=optim,
     )
+    mismatched, mismatched_ref = None, None
+    if objective.needs_mismatched:
+        mismatched = mismatched_dataset(dataset)
+        mismatched_ref, status = _reference(
+            model,
+            tokenizer,
+            objective,
+            mismatched,
+            lora_on=lora_on,
+            precompute=precompute_reference,
+            cache_dir=Path(cache_dir) if cache_dir else cache_root(),
+            optim=optim,
+        )
+        log.info(
+            "mismatched pairs (example i's prompt with example i-1's answers): %d examples "
+            "(%d prompts re-truncated), reference: %s",
+            len(mismatched),
+            mismatched.truncated,
+            status,
+        )
     seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
     trainable = prepare_trainable(model, lora)
     world, rank = data_parallel()
@@ -226,4 +254,6 @@ def prepare(
         optim,
         world=world,
         rank=rank,
+        mismatched=mismatched,
+        mismatched_ref_logps=mismatched_ref,
     )
