@@ -121,10 +121,14 @@ def api_keys(entity: str, project: str, group: str | None) -> LoggedKeys:  # pra
     import wandb
 
     keys = LoggedKeys()
-    runs = wandb.Api().runs(f"{entity}/{project}", filters={"group": group} if group else None)
+    # lazy=False: the full run fragment, which carries historyKeys ({"keys": {...}, "lastStep": n})
+    runs = wandb.Api().runs(f"{entity}/{project}", filters={"group": group} if group else None, lazy=False)
     for run in runs:
-        history = (run.history_keys or {}).get("keys", {})
-        keys.add(run.config, run.summary.keys(), (k for k in history if not k.startswith("_")))
+        history = run.history_keys or {}
+        history = json.loads(history) if isinstance(history, str) else history
+        keys.add(
+            run.config, run.summary.keys(), (k for k in history.get("keys", {}) if not k.startswith("_"))
+        )
     if not keys.runs:
         raise DashboardError(f"no runs in {entity}/{project}" + (f" with group {group!r}" if group else ""))
     return keys
