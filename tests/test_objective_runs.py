@@ -57,6 +57,11 @@ def test_objective_runs_through_the_app(root, name):
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     if name == "dpo":  # policy == reference at step 1 (fresh LoRA): every log-ratio is 0, the loss ln 2
         assert losses[0] == pytest.approx(math.log(2), abs=1e-5)
+    if name == "kto":  # the same at step 1: z0 = 0 and every answer's loss is lambda * (1 - σ(0))
+        first = next(r for r in curve if "loss" in r)
+        assert first["kl"] == pytest.approx(0.0, abs=1e-5)
+        assert first["loss/desirable"] == pytest.approx(0.5, abs=1e-5)
+        assert first["loss/undesirable"] == pytest.approx(0.3 * 0.5, abs=1e-5)
     metrics = json.loads((root / "runs" / name / "metrics.json").read_text())
     assert metrics["builtin"]["n"] == 4
     assert (Path(stage_entry["dir"]) / "model" / "config.json").is_file()  # merged, standalone

@@ -274,6 +274,82 @@ def test_listwise_rejects_padded_gold():
         build_objective("listwise_dpo")(batch)
 
 
+# KTO's mismatched pairs: row 0 valid on 3 answers, row 1 on 2 (its third is padded, with a wild ref).
+M_LOGPS = [[-4.0, -3.0, -2.0], [-5.0, -1.0, -2.0]]
+M_REF = [[-4.5, -3.5, -2.5], [-4.0, -2.0, 7.0]]
+M_MASK = [[True, True, True], [True, True, False]]
+# Mismatched log-ratios over the valid entries: 0.5, 0.5, 0.5, -1.0, 1.0 -> mean 1.5 / 5.
+Z0 = 0.3
+
+
+def mismatched_batch(logps=None, grad: bool = False) -> AnswerLogps:
+    return make_batch(logps or M_LOGPS, [[1.0, 2.0, 1.0], [3.0, 1.0, 1.0]], mask=M_MASK, ref=M_REF, grad=grad)
+
+
+def kto_batch(grad: bool = False, mismatched_logps=None) -> AnswerLogps:
+    batch = list_batch(grad=grad)
+    batch.mismatched = mismatched_batch(mismatched_logps)
+    return batch
+
+
+def sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_kto_hand_computed():
+    beta, lam_d, lam_u = 0.5, 1.0, 0.3
+    # log-ratios of the list batch: row 0 [-0.5, 0.5, 1.0, -2.0] gold 2; row 1 [1.0, -1.0, 0.5] gold 0
+    desirable = [lam_d * (1 - sig(beta * (1.0 - Z0))), lam_d * (1 - sig(beta * (1.0 - Z0)))]
+    undesirable = [lam_u * (1 - sig(beta * (Z0 - r))) for r in (-0.5, 0.5, -2.0, -1.0, 0.5)]
+    loss, metrics = build_objective("kto", beta=beta)(kto_batch())
+    # TRL's mean over the 2 desirable and 5 undesirable examples of the batch, not a mean of row means
+    assert loss.item() == pytest.approx((sum(desirable) + sum(undesirable)) / 7)
+    assert metrics["kl"].item() == pytest.approx(Z0)
+    assert metrics["loss/desirable"].item() == pytest.approx(mean(desirable))
+    assert metrics["loss/undesirable"].item() == pytest.approx(mean(undesirable))
+    assert metrics["kto/balance"].item() == pytest.approx(2 * lam_d / (5 * lam_u))
+    assert metrics["rewards/chosen"].item() == pytest.approx(beta * (1.0 + 1.0) / 2)
+    assert metrics["accuracy"].item() == 1.0
+
+
+def test_kto_reference_point_is_clamped_at_zero():
+    # every mismatched log-ratio negative: the KL estimate is clamped to 0, not used as a negative z0
+    negative = [[-5.0, -4.0, -3.0], [-6.0, -3.0, -2.0]]
+    loss, metrics = build_objective("kto", beta=0.5)(kto_batch(mismatched_logps=negative))
+    assert metrics["kl"].item() == 0.0
+    desirable = [1 - sig(0.5 * 1.0)] * 2
+    undesirable = [0.3 * (1 - sig(0.5 * (0.0 - r))) for r in (-0.5, 0.5, -2.0, -1.0, 0.5)]
+    assert loss.item() == pytest.approx((sum(desirable) + sum(undesirable)) / 7)
+
+
+def test_kto_reference_point_is_detached_and_ignores_padding():
+    batch = kto_batch(grad=True)
+    batch.mismatched = mismatched_batch(grad=True)
+    loss, _ = build_objective("kto")(batch)
+    loss.backward()
+    assert batch.mismatched.logps.grad is None  # z0 carries no gradient
+    assert batch.logps.grad[1, 3].item() == 0.0 and batch.logps.grad[0].abs().sum().item() > 0
+    wild = [row[:] for row in M_LOGPS]
+    wild[1][2] = 1e4  # the padded mismatched entry
+    assert loss_of("kto", kto_batch(mismatched_logps=wild)) == pytest.approx(loss.item())
+
+
+def test_kto_without_mismatched_is_loud():
+    with pytest.raises(ValueError, match="batch.mismatched is None"):
+        build_objective("kto")(list_batch())
+    batch = kto_batch()
+    batch.mismatched.ref_logps = None
+    with pytest.raises(ValueError, match="ref_logps is None"):
+        build_objective("kto")(batch)
+
+
+def test_kto_default_weights_balance_one_gold_against_three_distractors():
+    # the paper's recommendation lambda_D * n_D / (lambda_U * n_U) in [1, 4/3], for n_D = 1, n_U = 3
+    for params in ({}, {k: v for k, v in read_yaml(CONF_DIR / "kto.yaml").items() if k != "name"}):
+        kto = build_objective("kto", **params)
+        assert 1.0 <= kto.desirable_weight * 1 / (kto.undesirable_weight * 3) <= 4 / 3
+
+
 # --- properties shared by every objective --------------------------------------------------------
 
 
@@ -283,7 +359,7 @@ def batch_for(name: str, grad: bool = False) -> AnswerLogps:
         return make_batch([[-6.0], [-3.0]], [[3.0], [1.0]], grad=grad)
     if kind is InputKind.PAIR:
         return pair_batch(grad=grad)
-    return list_batch(grad=grad)
+    return kto_batch(grad=grad) if OBJECTIVES[name].needs_mismatched else list_batch(grad=grad)
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
@@ -322,7 +398,7 @@ def test_missing_reference_is_loud(name):
 
 def test_reference_declarations():
     with_ref = {n for n, c in OBJECTIVES.items() if c.needs_reference}
-    assert with_ref == {"dpo", "cdpo", "robust_dpo", "ipo", "hinge", "dpo_norm", "rpo", "listwise_dpo"}
+    assert with_ref == {"dpo", "cdpo", "robust_dpo", "ipo", "hinge", "dpo_norm", "rpo", "listwise_dpo", "kto"}
 
 
 def test_wrong_k_is_loud():

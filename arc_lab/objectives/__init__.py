@@ -17,6 +17,7 @@ from arc_lab.objectives.dpo import DPOLoss
 from arc_lab.objectives.dpo_norm import DPONormLoss
 from arc_lab.objectives.hinge import HingeLoss
 from arc_lab.objectives.ipo import IPOLoss
+from arc_lab.objectives.kto import KTOLoss
 from arc_lab.objectives.listwise_dpo import ListwiseDPOLoss
 from arc_lab.objectives.listwise_simpo import ListwiseSimPOLoss
 from arc_lab.objectives.orpo import ORPOLoss
@@ -40,6 +41,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "orpo": ORPOLoss,
     "listwise_dpo": ListwiseDPOLoss,
     "listwise_simpo": ListwiseSimPOLoss,
+    "kto": KTOLoss,
 }
 
 

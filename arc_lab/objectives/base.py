@@ -41,6 +41,9 @@ class AnswerLogps:
         mask: (B, K) bool, True where a choice exists (lists may have 3..5 choices).
         gold: (B,) long, index of the preferred answer (0 for pairs).
         ref_logps: (B, K) the same under the reference model, or None when not needed.
+        mismatched: for objectives that declare ``needs_mismatched``: the same fields for every prompt
+            of the batch paired with ANOTHER example's answers (policy ``logps`` without gradient, and
+            ``ref_logps`` when the objective also ``needs_reference``); None otherwise.
     """
 
     logps: torch.Tensor
@@ -50,6 +53,7 @@ class AnswerLogps:
     mask: torch.Tensor
     gold: torch.Tensor
     ref_logps: torch.Tensor | None = None
+    mismatched: AnswerLogps | None = None
 
     def normalized(self, logps: torch.Tensor, norm: Norm) -> torch.Tensor:
         """``logps`` divided by the length unit ``norm`` (``sum`` leaves it as is)."""
@@ -60,13 +64,22 @@ class AnswerLogps:
 
 
 class Objective(nn.Module):
-    """Base class: subclasses set the two declarations and implement ``forward``.
+    """Base class: subclasses set the declarations and implement ``forward``.
+
+    Declarations (the loop reads these, never the objective's name):
+
+    * ``input_kind``: which training data the objective consumes;
+    * ``needs_reference``: attach reference log-probs (``batch.ref_logps``);
+    * ``needs_mismatched``: attach ``batch.mismatched``, every prompt of the batch paired with another
+      example's answers (TRL's KTO "KL dataset": example i's prompt with example i-1's answers), e.g.
+      for KTO's KL reference point.
 
     ``forward(batch: AnswerLogps) -> (loss, metrics)`` returns a scalar loss (mean over the batch) and a
     dict of detached scalar tensors to log (e.g. ``rewards/margin``, ``accuracy``).
     """
 
     needs_reference: ClassVar[bool] = False
+    needs_mismatched: ClassVar[bool] = False
     input_kind: ClassVar[InputKind]
 
     def forward(self, batch: AnswerLogps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover

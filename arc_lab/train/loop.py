@@ -16,7 +16,8 @@ examples from a seeded stream (epoch ``e`` visits the questions in ``randperm(n_
 + e)`` order, a micro-batch holds whole questions, see :func:`~arc_lab.train.batching.epoch_batches`),
 runs one forward per micro-batch (prefix-shared: each prompt and distinct answer once; LM head at answer
 positions only), attaches reference log-probs when the objective
-``needs_reference`` (precomputed rows, or the adapter-off model), and calls the objective.
+``needs_reference`` (precomputed rows, or the adapter-off model), the mismatched pairs' log-probs when it
+``needs_mismatched`` (:mod:`arc_lab.train.mismatched`), and calls the objective.
 
 * Logging every ``optim.log_every`` steps: ``loss``, ``lr``, ``grad_norm``, the objective's metrics (means
   over the window), ``tokens_per_s``, ``epoch``; sent to ``logger.log(metrics, step)`` (any object with
@@ -64,6 +65,7 @@ from arc_lab.train.checkpoint import (
 from arc_lab.train.forward import answer_logps
 from arc_lab.train.health import TrainingDiverged, check_model
 from arc_lab.train.lora import reference_mode
+from arc_lab.train.mismatched import mismatched_logps
 from arc_lab.train.setup import TrainSetup, prepare
 from arc_lab.train.stepper import Stepper, torch_stepper
 
@@ -149,6 +151,8 @@ def _micro_step(
         else:
             with torch.no_grad(), reference_mode(model):
                 out.ref_logps = answer_logps(model, batch, precision=setup.optim.precision).logps
+    if objective.needs_mismatched:
+        out.mismatched = mismatched_logps(setup, batch.index, objective.needs_reference)
     loss, metrics = objective(out)
     return loss, metrics, batch.n_tokens
 

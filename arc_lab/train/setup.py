@@ -7,6 +7,8 @@
 3. if ``objective.needs_reference``: precompute reference log-probs from the init model through the
    disk cache (always for full fine-tuning, where the init weights are gone after step 1; for LoRA when
    ``precompute_reference``), or mark the reference as "adapter off", computed every step;
+   if ``objective.needs_mismatched``: build the mismatched pairs (:mod:`arc_lab.train.mismatched`) and
+   get their reference log-probs the same way;
 4. add a fresh LoRA adapter (``lora.enabled``) or make every weight trainable;
 5. build the stepper (:mod:`arc_lab.train.stepper`) for ``total_steps`` optimizer steps.
 
@@ -35,6 +37,7 @@ from arc_lab.objectives.base import InputKind, Objective
 from arc_lab.train.batching import TokenizedDataset, tokenize_examples
 from arc_lab.train.forward import use_prefix_sharing
 from arc_lab.train.lora import prepare_trainable
+from arc_lab.train.mismatched import mismatched_dataset
 from arc_lab.train.reference import cached_reference_logps
 from arc_lab.train.stepper import Stepper, torch_stepper
 
@@ -59,6 +62,9 @@ class TrainSetup:
         world: data-parallel processes (``WORLD_SIZE`` of a DeepSpeed/torchrun launch; 1 otherwise).
         rank: this process's rank; it trains on ``global_micro_batch[rank::world]``.
         shared: batches use the prefix-shared layout (:func:`arc_lab.train.forward.use_prefix_sharing`).
+        mismatched: the mismatched pairs, row-aligned with ``dataset`` (objectives that declare
+            ``needs_mismatched``), or None.
+        mismatched_ref_logps: their precomputed reference log-probs, or None.
     """
 
     stepper: Stepper
@@ -73,6 +79,8 @@ class TrainSetup:
     world: int = 1
     rank: int = 0
     shared: bool = False
+    mismatched: TokenizedDataset | None = None
+    mismatched_ref_logps: torch.Tensor | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -185,6 +193,27 @@ def prepare(
         optim=optim,
         shared=shared,
     )
+    mismatched, mismatched_ref = None, None
+    if objective.needs_mismatched:
+        mismatched = mismatched_dataset(dataset)
+        mismatched_ref, status = _reference(
+            model,
+            tokenizer,
+            objective,
+            mismatched,
+            lora_on=lora_on,
+            precompute=precompute_reference,
+            cache_dir=Path(cache_dir) if cache_dir else cache_root(),
+            optim=optim,
+            shared=shared,
+        )
+        log.info(
+            "mismatched pairs (example i's prompt with example i-1's answers): %d examples "
+            "(%d prompts re-truncated), reference: %s",
+            len(mismatched),
+            mismatched.truncated,
+            status,
+        )
     seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
     trainable = prepare_trainable(model, lora)
     world, rank = data_parallel()
@@ -240,4 +269,6 @@ def prepare(
         world=world,
         rank=rank,
         shared=shared,
+        mismatched=mismatched,
+        mismatched_ref_logps=mismatched_ref,
     )
