@@ -87,10 +87,21 @@ class DataConfig:
     max_items_per_source: int | None = None
     #: cap on CPT documents (null = all)
     max_cpt_texts: int | None = None
-    #: train on data that contains ARC-Challenge test questions (never for reported numbers)
-    allow_contamination: bool = False
+    #: training questions equal to an ARC-Challenge test question (after normalisation): drop (remove them,
+    #: count logged, ids in the run folder's data.json) | refuse (fail) | off (no check; never for reported
+    #: numbers)
+    decontaminate: str = "drop"
+    #: replaced by ``decontaminate``; setting it is an error that names the new key
+    allow_contamination: Any = None
 
     def __post_init__(self) -> None:
+        if self.allow_contamination is not None:
+            raise ConfigError(
+                f"data.allow_contamination={self.allow_contamination} was replaced by data.decontaminate: "
+                "use data.decontaminate=off (for allow_contamination=true), refuse (the old default) or "
+                "drop (the new default: train without the offending questions)"
+            )
+        _check_choice("data.decontaminate", self.decontaminate, ("drop", "refuse", "off"))
         cpt_ok = ("builtin_prose", "sciq_support", "camel_biology", "camel_chemistry", "camel_physics")
         for s in self.cpt_sources:
             _check_choice("data.cpt_sources[]", s, cpt_ok)

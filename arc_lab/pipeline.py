@@ -44,7 +44,7 @@ _NOT_HASHED = {"init_overrides", "log_every", "save_every", "merge", "deepspeed"
 #: (the rest of ``data`` -- its name, the other kind's fields -- does not change the stage's weights).
 _DATA_READ = {
     "cpt": ("cpt_sources", "max_cpt_texts", "hub"),
-    "mc": ("train_sources", "max_items_per_source", "allow_contamination", "hub"),
+    "mc": ("train_sources", "max_items_per_source", "decontaminate", "hub"),
 }
 
 
