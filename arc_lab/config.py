@@ -191,6 +191,10 @@ class EvalConfig:
     num_fewshot: int = 0
     #: first N docs (int) or a fraction (< 1) of each task's test split; null = all
     limit: float | None = None
+    #: score a seeded random subset of this many docs (after ``limit``; contexts and doc ids as in the
+    #: full run, so every model scores the same items); null = all. Backend ``ours`` only.
+    sample: int | None = None
+    sample_seed: int = 0
     batch_size: int = 16
     #: ours | lm_eval | both
     backend: str = "ours"
@@ -208,6 +212,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check_choice("eval.backend", self.backend, ("ours", "lm_eval", "both"))
         _check_choice("eval.split", self.split, ("test", "validation"))
+        if self.sample is not None and (self.sample < 1 or self.backend != "ours"):
+            raise ConfigError(f"eval.sample={self.sample}: expected >= 1 with eval.backend=ours")
         for t in self.tasks:
             _check_choice("eval.tasks[]", t, ("arc_challenge", "arc_easy", "openbookqa", "sciq", "builtin"))
 

@@ -265,6 +265,8 @@ def _eval_kwargs(cfg: DictConfig) -> dict[str, Any]:
         tasks=list(e.tasks),
         num_fewshot=e.num_fewshot,
         limit=e.limit,
+        sample=e.sample,
+        sample_seed=e.sample_seed,
         data_dir=data_dir_of(cfg),
         batch_size=e.batch_size,
         max_length=e.max_length,
