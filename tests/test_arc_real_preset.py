@@ -66,7 +66,7 @@ def test_every_row_composes_with_the_stated_data_and_eval(hydra_ctx, evaluation,
         assert run.model.name == "smollm2_135m"
         assert run.data.cpt_sources == ["sciq_support"] and run.data.max_cpt_texts == 1000
         assert (
-            run.data.train_sources == ["arc_challenge", "arc_easy"] and run.data.max_items_per_source == 200
+            run.data.train_sources == ["arc_challenge", "arc_easy"] and run.data.max_items_per_source == 150
         )
         assert run.data.decontaminate == "drop"
         assert run.eval.tasks == ["arc_challenge"] and run.eval.num_fewshot == shots
@@ -93,7 +93,8 @@ SMOKE = [
     "data.max_items_per_source=4",
     "data.max_cpt_texts=20",
     "stage.optim.max_steps=1",
-    "stage.init_overrides=['stage.optim.max_steps=1']",
+    "stage.optim.warmup_ratio=0",  # else the one step has lr 0 and no row differs from base
+    "stage.init_overrides=['stage.optim.max_steps=1','stage.optim.warmup_ratio=0']",
     "eval.limit=12",
     "eval.sample=3",
 ]
@@ -141,12 +142,18 @@ def test_smoke_grid_runs_end_to_end_on_a_tiny_model(shared_data_dir, tmp_path):
     import json
 
     sweep = run_smoke(shared_data_dir, tmp_path)
-    labels = set()
+    fingerprints = {}
     for cell in (sweep / "25shot").glob("*/"):
         chain = json.loads((cell / "chain.json").read_text())
-        labels.add([c for c in chain if c["kind"] == "eval"][-1]["label"])
-        metrics = json.loads((cell / "metrics.json").read_text())["arc_challenge"]
-        assert (metrics["n"], metrics["num_fewshot"], metrics["sample"]) == (3, 25, 3)
-    assert labels == {"base", "cpt", "dpo", "sft→dpo", "cpt→dpo", "cpt→dpo[simpo]"}
+        label = [c for c in chain if c["kind"] == "eval"][-1]["label"]
+        metrics = json.loads((cell / "metrics.json").read_text())
+        assert (metrics["arc_challenge"]["n"], metrics["arc_challenge"]["num_fewshot"]) == (3, 25)
+        assert metrics["arc_challenge"]["sample"] == 3
+        fingerprints[label] = metrics["model_fingerprint"]
+        if label != "base":  # every trained stage records its data, decontamination included
+            data = json.loads((cell / "data.json").read_text())
+            assert all(d.get("decontamination", {"mode": "drop"})["mode"] == "drop" for d in data.values())
+    assert set(fingerprints) == {"base", "cpt", "dpo", "sft→dpo", "cpt→dpo", "cpt→dpo[simpo]"}
+    assert len(set(fingerprints.values())) == 6  # every row is a different model
     report = (tmp_path / "vs_dpo" / "report.md").read_text()
     assert "Paired comparison vs baseline `dpo`" in report and "cpt→dpo" in report
