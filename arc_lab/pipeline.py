@@ -54,7 +54,7 @@ _NOT_HASHED = {"init_overrides", "log_every", "save_every", "merge", "deepspeed"
 #: The content of the files they name is hashed separately (:func:`arc_lab.stage.data_inputs`).
 _DATA_READ = {
     "cpt": ("cpt_sources", "max_cpt_texts", "hub"),
-    "mc": ("train_sources", "max_items_per_source", "allow_contamination", "hub"),
+    "mc": ("train_sources", "max_items_per_source", "decontaminate", "hub"),
 }
 
 
@@ -375,6 +375,8 @@ def _eval_kwargs(cfg: DictConfig) -> dict[str, Any]:
         tasks=list(e.tasks),
         num_fewshot=e.num_fewshot,
         limit=e.limit,
+        sample=e.sample,
+        sample_seed=e.sample_seed,
         data_dir=data_dir_of(cfg),
         batch_size=e.batch_size,
         max_length=e.max_length,

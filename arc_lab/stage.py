@@ -22,8 +22,8 @@ from arc_lab.data.builders import (
     build_lists,
     build_pairs,
     build_sft,
-    check_contamination,
     cpt_texts,
+    decontaminate_items,
     pack_blocks,
 )
 from arc_lab.data.loaders import DataError, dataset_fingerprint, load_mc, resolve_data_dir, split_location
@@ -53,15 +53,29 @@ def training_items(
     return items
 
 
-def decontaminate(items: list[MCItem], *, data_dir: str | None, hub: bool, allow: bool) -> None:
-    """Refuse training questions equal to an ARC-Challenge test question (see data.allow_contamination).
+def decontaminate(items: list[MCItem], *, data_dir: str | None, hub: bool, mode: str) -> dict[str, Any]:
+    """Apply ``data.decontaminate`` (drop | refuse | off) against ARC-Challenge test; see
+    :func:`arc_lab.data.builders.decontaminate_items`. Drops from ``items`` in place.
 
     Training only on the built-in set cannot contain ARC questions, so there the check runs when the
     ARC-Challenge test file is available and is reported as skipped (loudly) when it is not.
+
+    Returns:
+        What ``data.json`` records: the mode, how many questions were compared and removed, and the
+        removed ids (``source/split/id``).
     """
-    builtin_only = all(item.source == "builtin" for item in items)
-    forbidden = arc_challenge_test_items(data_dir, hub=hub, required=not builtin_only)
-    check_contamination(items, forbidden, allow=allow)
+    forbidden: list[MCItem] = []
+    if mode != "off":
+        builtin_only = all(item.source == "builtin" for item in items)
+        forbidden = arc_challenge_test_items(data_dir, hub=hub, required=not builtin_only)
+    items[:], removed = decontaminate_items(items, forbidden, mode=mode)
+    return {
+        "mode": mode,
+        "against": "arc_challenge/test",
+        "evaluation_questions": len(forbidden),
+        "removed": len(removed),
+        "removed_ids": [f"{o.source}/{o.split}/{o.id}" for o in removed],
+    }
 
 
 def build_examples(
@@ -93,7 +107,7 @@ def build_examples(
     items = training_items(
         list(data.train_sources), data_dir=data_dir, hub=data.hub, cap=data.max_items_per_source, seed=seed
     )
-    decontaminate(items, data_dir=data_dir, hub=data.hub, allow=data.allow_contamination)
+    decontamination = decontaminate(items, data_dir=data_dir, hub=data.hub, mode=data.decontaminate)
     builder = {InputKind.ANSWER: build_sft, InputKind.PAIR: build_pairs, InputKind.LIST: build_lists}[kind]
     examples = builder(items)
     info.update(
@@ -101,6 +115,7 @@ def build_examples(
         questions=len(items),
         examples=len(examples),
         fingerprints={s: dataset_fingerprint(s, "train", data_dir, hub=data.hub) for s in data.train_sources},
+        decontamination=decontamination,
     )
     return examples, info
 

@@ -322,3 +322,38 @@ def compare_paired(
 def disagree(d_first: float, d_second: float) -> bool:
     """True when two metrics' differences favour different runs (opposite signs; a tie is not flagged)."""
     return d_first * d_second < 0
+
+
+def clustered_stderr(values: Sequence[float] | np.ndarray, clusters: Sequence[Any]) -> float:
+    """Cluster-robust standard error of a mean, for items that come in correlated groups.
+
+    The questions about one entity of the built-in set (or any items sharing a source) are not
+    independent, so the i.i.d. standard error overstates the precision. With ``n`` items, ``G`` clusters
+    and mean ``m``::
+
+        SE = sqrt(G / (G - 1) * sum_g (sum_{i in g} (x_i - m))^2) / n
+
+    (the CR1 sandwich estimator of a mean). With one item per cluster it equals the i.i.d. ``std / sqrt(n)``
+    with ``ddof=1`` that lm-eval reports.
+
+    Args:
+        values: per-item outcomes, shape (N,).
+        clusters: per-item cluster keys, length N (any hashable).
+
+    Returns:
+        The standard error; NaN when there are fewer than 2 clusters.
+
+    Raises:
+        ValueError: if ``values`` and ``clusters`` differ in length.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(clusters) != x.shape[0]:
+        raise ValueError(f"clustered_stderr: {x.shape} values vs {len(clusters)} cluster keys")
+    keys = list(dict.fromkeys(clusters))
+    g = len(keys)
+    if g < 2:
+        return float("nan")
+    index = {k: j for j, k in enumerate(keys)}
+    sums = np.zeros(g)
+    np.add.at(sums, [index[c] for c in clusters], x - x.mean())  # (G,) per-cluster residual sums
+    return float(np.sqrt(g / (g - 1) * np.sum(sums**2)) / x.shape[0])

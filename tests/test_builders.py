@@ -14,8 +14,8 @@ from arc_lab.data.builders import (
     build_lists,
     build_pairs,
     build_sft,
-    check_contamination,
     cpt_texts,
+    decontaminate_items,
     normalize_question,
     pack_blocks,
 )
@@ -48,9 +48,10 @@ def test_pack_blocks_too_short_names_seq_len(smol_tokenizer):
 def test_cpt_texts_sources(monkeypatch):
     monkeypatch.setenv("ARC_LAB_DATA_DIR", str(FIXTURES))
     texts = cpt_texts(["camel_biology", "builtin_prose"])
-    assert texts[0].startswith("White blood cells") and any(
-        "chemical symbol of sodium is Na" in t for t in texts
-    )
+    from arc_lab.data.builtin import builtin_facts
+
+    fact = builtin_facts()[0]
+    assert texts[0].startswith("White blood cells") and any(fact.sentence in t for t in texts)
     with pytest.raises(ValueError, match="unknown CPT source"):
         cpt_texts(["wikipedia"])
 
@@ -125,18 +126,25 @@ def test_normalize_question():
     assert normalize_question("  Which  GAS, do plants\nrelease?") == "which gas do plants release"
 
 
-def test_contamination_refused_then_allowed(caplog):
+def test_decontaminate_items_modes(caplog):
     test = load_mc("arc_challenge", "test", RELEASE)
     leaked = MCItem("leak-1", "why does a metal spoon in hot soup feel  warm", ("a", "b"), 0, "sciq", "train")
     train = [*load_mc("arc_challenge", "train", RELEASE), leaked]
     with pytest.raises(ContaminationError) as err:
-        check_contamination(train, test)
+        decontaminate_items(train, test, mode="refuse")
     assert "leak-1 (sciq/train) = FIX_R_6" in str(err.value)
-    assert "data.allow_contamination=true" in str(err.value)
+    assert "data.decontaminate=drop" in str(err.value) and "data.decontaminate=off" in str(err.value)
     with caplog.at_level(logging.WARNING):
-        assert check_contamination(train, test, allow=True) == [leaked]
-    assert "CONTAMINATION ALLOWED" in caplog.text
-    assert check_contamination(train[:-1], test) == []
+        kept, removed = decontaminate_items(train, test, mode="drop")
+    assert kept == train[:-1] and removed == [leaked]
+    assert "removed 1 training question(s)" in caplog.text and "1 sciq" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert decontaminate_items(train, test, mode="off") == (train, [])
+    assert "decontamination OFF" in caplog.text
+    assert decontaminate_items(train[:-1], test, mode="refuse") == (train[:-1], [])
+    with pytest.raises(ValueError, match="expected one of"):
+        decontaminate_items(train, test, mode="allow")
 
 
 def test_arc_challenge_test_items_required(tmp_path, caplog):

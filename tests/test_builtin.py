@@ -1,4 +1,5 @@
-"""The builtin science set: size, shape, determinism, and a fact-level train/test split."""
+"""The built-in set's generator: split by entity, balanced values, no leak between splits, every fact in
+the prose in several phrasings, and no answer reachable without a model (issue 8)."""
 
 from __future__ import annotations
 
@@ -6,66 +7,154 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 
-from arc_lab.data.builtin import builtin_facts, builtin_items, builtin_prose, builtin_topics
+import pytest
+
+from arc_lab.data.builtin import (
+    PARAPHRASES,
+    builtin_entity,
+    builtin_facts,
+    builtin_items,
+    builtin_prose,
+    builtin_topics,
+    split_vocabularies,
+)
 from arc_lab.data.loaders import dataset_fingerprint, load_mc
 
 SPLITS = ("train", "validation", "test")
+CHANCE = 0.25  # four choices
 
 
 def _all_items():
     return [item for split in SPLITS for item in builtin_items(split)]
 
 
-def test_sizes_topics_and_shape():
+def _gold(item) -> str:
+    return item.choices[item.gold]
+
+
+def test_sizes_ids_and_shape():
     items = _all_items()
-    assert len(items) >= 300
-    assert len(builtin_topics()) >= 6
-    sizes = {split: len(builtin_items(split)) for split in SPLITS}
-    assert sizes["train"] > sizes["test"] > sizes["validation"] > 0
+    test = builtin_items("test")
+    assert len(test) >= 80 and len({builtin_entity(i.id) for i in test}) >= 40
     ids = [item.id for item in items]
     assert len(set(ids)) == len(ids)
     for item in items:
-        assert re.fullmatch(r"builtin-[a-z_]+-\d+", item.id)
+        assert re.fullmatch(r"builtin-[a-z]+-\d+-[a-z]+", item.id)
         assert item.source == "builtin" and item.labels == ("A", "B", "C", "D")
         assert len(item.choices) == 4 and len(set(item.choices)) == 4
-    assert {item.id.split("-")[1] for item in builtin_items("test")} == set(builtin_topics())
+    assert {item.id.split("-")[1] for item in test} == set(builtin_topics())
 
 
-def test_split_fractions_by_fact():
-    facts = builtin_facts()
-    share = {split: sum(f.split == split for f in facts) / len(facts) for split in SPLITS}
-    assert 0.55 < share["train"] < 0.65 and 0.10 < share["validation"] < 0.20 and 0.20 < share["test"] < 0.30
-    by_id = {item.id: item for item in _all_items()}
-    for fact in facts:  # every question of a fact lives in that fact's split
-        assert all(by_id[i].split == fact.split for i in fact.item_ids)
+def test_split_by_entity():
+    split_of: dict[str, set[str]] = {}
+    for item in _all_items():
+        split_of.setdefault(builtin_entity(item.id), set()).add(item.split)
+    assert all(len(s) == 1 for s in split_of.values())
+    for fact in builtin_facts():
+        assert builtin_entity(fact.item_ids[0]) == fact.entity
+        assert all(item.split == fact.split for item in _all_items() if item.id in fact.item_ids)
 
 
-def test_test_facts_are_in_prose_but_not_in_train_or_validation_items():
-    prose = "\n".join(builtin_prose())
-    seen = [item for split in ("train", "validation") for item in builtin_items(split)]
-    test_facts = [f for f in builtin_facts() if f.split == "test"]
-    assert test_facts
-    for fact in test_facts:
-        assert fact.sentence in prose
-        for item in seen:
-            gold = item.choices[item.gold]
-            asks_value = _mentions(item.question, fact.subject) and gold == fact.value
-            asks_subject = _mentions(item.question, fact.value) and gold == fact.subject
-            assert not (asks_value or asks_subject), (fact, item)
+def test_no_answer_string_or_entity_name_leaks_between_splits():
+    strings = {s: {c for item in builtin_items(s) for c in item.choices} for s in SPLITS}
+    for a in SPLITS:
+        for b in SPLITS:
+            if a < b:
+                assert not strings[a] & strings[b], (a, b, strings[a] & strings[b])
+    names = {s: {f.subject for f in builtin_facts() if f.split == s} for s in SPLITS}
+    for split in SPLITS:
+        others = [n for s in SPLITS if s != split for n in names[s]]
+        for item in builtin_items(split):
+            assert not any(re.search(rf"\b{re.escape(n)}\b", item.question) for n in others), item
 
 
-def _mentions(text: str, phrase: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, flags=re.IGNORECASE) is not None
+def test_values_are_balanced_and_distractors_come_from_the_same_relation():
+    vocab = split_vocabularies()
+    relation_vocab = {(f.topic, f.relation): None for f in builtin_facts()}
+    facts = {f.item_ids[0]: f for f in builtin_facts()}
+    for split in SPLITS:
+        for topic, relation in relation_vocab:
+            items = [
+                i
+                for i in builtin_items(split)
+                if facts[i.id].topic == topic and facts[i.id].relation == relation
+            ]
+            assert items
+            values = set(items[0].choices)
+            # distractors: the split's values of this relation's vocabulary
+            assert any(values == set(words[split]) for words in vocab.values())
+            assert all(set(i.choices) == values for i in items)
+            gold = Counter(_gold(i) for i in items)
+            shown = Counter(c for i in items for c in i.choices)
+            # every value is gold equally often, so its gold rate when shown is exactly 1/4
+            assert set(gold) == values and len(set(gold.values())) == 1
+            assert all(gold[v] / shown[v] == CHANCE for v in values)
+            positions = Counter(i.gold for i in items)
+            assert set(positions) == {0, 1, 2, 3} and len(set(positions.values())) == 1
 
 
-def test_every_fact_is_stated_in_prose():
-    prose = "\n".join(builtin_prose())
-    assert all(fact.sentence in prose for fact in builtin_facts())
+def test_every_fact_of_every_split_is_in_the_prose_in_several_phrasings_and_paragraphs():
+    paragraphs = builtin_prose()
+    assert PARAPHRASES >= 3
+    for fact in builtin_facts():
+        assert len(set(fact.sentences)) == PARAPHRASES and fact.sentence == fact.sentences[0]
+        where = [i for s in fact.sentences for i, p in enumerate(paragraphs) if s in p]
+        assert len(where) == PARAPHRASES and len(set(where)) == PARAPHRASES, fact
+        assert all(fact.value in s and fact.subject.lower() in s.lower() for s in fact.sentences)
+    assert {f.split for f in builtin_facts()} == set(SPLITS)
+
+
+# ----------------------------------------------------------------------------------- no-model rules
+def _first_max(scores: list[float]) -> int:
+    return max(range(len(scores)), key=lambda j: (scores[j], -j))
+
+
+def _rule_accuracy(rule, items) -> float:
+    return sum(rule(item) == item.gold for item in items) / len(items)
+
+
+def _gold_counts(splits: tuple[str, ...]) -> Counter:
+    return Counter(_gold(i) for s in splits for i in builtin_items(s))
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+@pytest.mark.parametrize("seen", [("train",), ("train", "validation")])
+def test_no_model_rules_stay_near_chance_on_test(seen):
+    """Each rule breaks ties by the first choice; none may beat chance + 0.1 on test."""
+    gold_count = _gold_counts(seen)
+    shown = Counter(c for s in seen for i in builtin_items(s) for c in i.choices)
+    rules = {
+        "never gold in seen splits": lambda i: _first_max([float(gold_count[c] == 0) for c in i.choices]),
+        "most often gold": lambda i: _first_max([gold_count[c] for c in i.choices]),
+        "least often gold": lambda i: _first_max([-gold_count[c] for c in i.choices]),
+        "highest gold rate when shown": lambda i: _first_max(
+            [gold_count[c] / shown[c] if shown[c] else 0.0 for c in i.choices]
+        ),
+        "longest": lambda i: _first_max([len(c) for c in i.choices]),
+        "shortest": lambda i: _first_max([-len(c) for c in i.choices]),
+        "word overlap with the question": lambda i: _first_max(
+            [len(_words(c) & _words(i.question)) for c in i.choices]
+        ),
+        "first choice": lambda i: 0,
+        "last choice": lambda i: len(i.choices) - 1,
+    }
+    test = builtin_items("test")
+    scores = {name: _rule_accuracy(rule, test) for name, rule in rules.items()}
+    assert all(score <= CHANCE + 0.1 for score in scores.values()), scores
+
+
+def test_builtin_entity():
+    assert builtin_entity("builtin-mineral-7-color") == "builtin-mineral-7"
 
 
 def test_deterministic_and_stable_fingerprint():
     assert _all_items() == _all_items()
+    assert builtin_prose() == builtin_prose()
     assert load_mc("builtin", "dev") == builtin_items("validation")
     fp = dataset_fingerprint("builtin", "test")
     # A fresh interpreter with another hash seed must generate the very same set.
@@ -75,7 +164,8 @@ def test_deterministic_and_stable_fingerprint():
     assert out.stdout.strip() == fp
 
 
-def test_example_question_reads_naturally():
-    items = {item.question: item for item in _all_items()}
-    item = items["What is the chemical symbol of sodium?"]
-    assert item.choices[item.gold] == "Na"
+def test_example_question_and_prose_read_naturally():
+    item = builtin_items("test")[0]
+    fact = next(f for f in builtin_facts() if f.item_ids == (item.id,))
+    assert item.question == f"What color is the mineral {fact.subject}?"
+    assert fact.sentences[0] == f"{fact.subject.capitalize()} is {fact.value} in color."

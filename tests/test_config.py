@@ -185,6 +185,6 @@ def test_eval_split_validation_scores_the_validation_split(tmp_path):
     kw = dict(tasks=["builtin"], num_fewshot=0, batch_size=8, progress=False)
     val = run_eval("ours", model, tok, split="validation", **kw)["builtin"]
     test = run_eval("ours", model, tok, **kw)["builtin"]
-    assert (val["split"], val["n"]) == ("validation", 51) and (test["split"], test["n"]) == ("test", 82)
+    assert (val["split"], val["n"]) == ("validation", 32) and (test["split"], test["n"]) == ("test", 96)
     assert val["dataset_fingerprint"] == dataset_fingerprint("builtin", "validation")
     assert val["dataset_fingerprint"] != test["dataset_fingerprint"]

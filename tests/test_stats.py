@@ -155,3 +155,21 @@ def test_pair_samples_refuses_duplicates_missing_fields_and_disjoint_runs() -> N
         pair_samples([_rec(0, 1)], [_rec(1, 1)], "t")
     with pytest.raises(PairingError, match="no 'acc_norm' field"):
         pair_samples([{"doc_id": 0, "context_hash": "h"}], [_rec(0, 1, ctx="h")], "t").outcomes("acc_norm")
+
+
+def test_clustered_stderr_reduces_to_iid_with_singleton_clusters_and_grows_with_duplicates():
+    from arc_lab.eval.metrics import mean_stderr
+    from arc_lab.stats import clustered_stderr
+
+    x = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1]
+    # singleton clusters: CR1 with G = n is exactly the ddof=1 i.i.d. formula (algebra, so 1e-12 is
+    # float64 rounding on ten terms)
+    assert clustered_stderr(x, list(range(10))) == pytest.approx(mean_stderr(x), abs=1e-12)
+    # every item duplicated inside its own cluster: cluster sums double and n doubles, so the SE is
+    # exactly that of the 10 originals (duplicates add no information), larger than the naive i.i.d. SE
+    doubled, keys = [v for v in x for _ in range(2)], [k for k in range(10) for _ in range(2)]
+    assert clustered_stderr(doubled, keys) == pytest.approx(mean_stderr(x), abs=1e-12)
+    assert clustered_stderr(doubled, keys) > mean_stderr(doubled)
+    assert math.isnan(clustered_stderr([1, 0], ["a", "a"]))
+    with pytest.raises(ValueError):
+        clustered_stderr([1, 0], ["a"])

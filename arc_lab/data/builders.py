@@ -3,8 +3,9 @@
 All question-answer examples use lm-eval's ARC layout (``"Question: {q}\\nAnswer:"`` + ``" " + choice``) for
 every source, OpenBookQA and SciQ included, so that training optimises the strings the ARC harness scores.
 
-Decontamination is explicit: :func:`check_contamination` refuses training questions that equal an
-evaluation question after normalisation, unless ``data.allow_contamination=true`` says otherwise.
+Decontamination is explicit: :func:`decontaminate_items` finds training questions that equal an evaluation
+question after normalisation and, per ``data.decontaminate``, drops them (``drop``, the default), refuses
+to train (``refuse``) or is not run at all (``off``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from arc_lab.data.records import MCItem
 
 log = logging.getLogger(__name__)
 
-ALLOW_CONTAMINATION_OVERRIDE = "data.allow_contamination=true"
+#: ``data.decontaminate`` modes: drop the offending training questions, refuse to train, or no check.
+DECONTAMINATE_MODES = ("drop", "refuse", "off")
 
 
 # ----------------------------------------------------------------------------------------------- CPT
@@ -245,47 +247,76 @@ def normalize_question(text: str) -> str:
     return _SPACE.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
 
 
-def check_contamination(
-    train_items: Iterable[MCItem], forbidden_items: Iterable[MCItem], allow: bool = False
-) -> list[MCItem]:
-    """Find training questions that equal a forbidden (evaluation) question after normalisation.
+def find_contamination(
+    train_items: Iterable[MCItem], forbidden_items: Iterable[MCItem]
+) -> list[tuple[MCItem, MCItem]]:
+    """Training questions that equal a forbidden (evaluation) question after :func:`normalize_question`.
+
+    Returns:
+        ``(training item, the forbidden item it equals)`` pairs, in training order (empty when clean).
+    """
+    forbidden = {normalize_question(item.question): item for item in forbidden_items}
+    hits = ((item, forbidden.get(normalize_question(item.question))) for item in train_items)
+    return [(item, match) for item, match in hits if match is not None]
+
+
+def decontaminate_items(
+    train_items: Sequence[MCItem], forbidden_items: Iterable[MCItem], mode: str = "drop"
+) -> tuple[list[MCItem], list[MCItem]]:
+    """Apply ``data.decontaminate`` to training questions.
 
     Args:
         train_items: what would be trained on.
         forbidden_items: what must not be trained on (e.g. ARC-Challenge test).
-        allow: log a loud warning instead of raising.
+        mode: ``drop`` removes the offending training questions (logged with their count);
+            ``refuse`` raises; ``off`` keeps everything without comparing (a loud warning).
 
     Returns:
-        The offending training items (empty when clean).
+        ``(kept, removed)``: the training items to use, and the ones removed (empty unless ``drop``).
 
     Raises:
-        ContaminationError: if any offender exists and ``allow`` is False.
+        ContaminationError: an offender exists and ``mode`` is ``refuse``.
+        ValueError: an unknown mode.
     """
-    forbidden = {normalize_question(item.question): item for item in forbidden_items}
-    offenders = [item for item in train_items if normalize_question(item.question) in forbidden]
-    if not offenders:
-        return []
-    lines = [
-        f"  {o.id} ({o.source}/{o.split}) = {forbidden[normalize_question(o.question)].id}: {o.question!r}"
-        for o in offenders[:20]
-    ]
-    more = f"\n  ... and {len(offenders) - 20} more" if len(offenders) > 20 else ""
-    message = (
-        f"{len(offenders)} training question(s) equal an evaluation question:\n" + "\n".join(lines) + more
-    )
-    if not allow:
-        raise ContaminationError(
-            f"{message}\nRemove them, or pass {ALLOW_CONTAMINATION_OVERRIDE} to train "
-            f"on them anyway (results are then not comparable)."
+    if mode not in DECONTAMINATE_MODES:
+        raise ValueError(f"decontaminate mode {mode!r}: expected one of {list(DECONTAMINATE_MODES)}")
+    if mode == "off":
+        log.warning(
+            "decontamination OFF (data.decontaminate=off): %d training question(s) were not compared with "
+            "the evaluation questions; results are not comparable",
+            len(train_items),
         )
-    log.warning("CONTAMINATION ALLOWED (%s): %s", ALLOW_CONTAMINATION_OVERRIDE, message)
-    return offenders
+        return list(train_items), []
+    hits = find_contamination(train_items, forbidden_items)
+    if not hits:
+        return list(train_items), []
+    lines = [f"  {o.id} ({o.source}/{o.split}) = {f.id}: {o.question!r}" for o, f in hits[:20]]
+    more = f"\n  ... and {len(hits) - 20} more" if len(hits) > 20 else ""
+    message = f"{len(hits)} training question(s) equal an evaluation question:\n" + "\n".join(lines) + more
+    if mode == "refuse":
+        raise ContaminationError(
+            f"{message}\nPass data.decontaminate=drop to train without them, or data.decontaminate=off to "
+            f"train on them anyway (results are then not comparable)."
+        )
+    removed_ids = {id(o) for o, _ in hits}
+    removed = [o for o, _ in hits]
+    by_source: dict[str, int] = {}
+    for o in removed:
+        by_source[o.source] = by_source.get(o.source, 0) + 1
+    log.warning(
+        "decontamination (data.decontaminate=drop): removed %d training question(s) equal to an evaluation "
+        "question (%s):\n%s",
+        len(removed),
+        ", ".join(f"{n} {s}" for s, n in by_source.items()),
+        "\n".join(lines) + more,
+    )
+    return [item for item in train_items if id(item) not in removed_ids], removed
 
 
 def arc_challenge_test_items(
     data_dir: str | Path | None = None, hub: bool = False, required: bool = True
 ) -> list[MCItem]:
-    """ARC-Challenge test, the set nothing may be trained on, for :func:`check_contamination`.
+    """ARC-Challenge test, the set nothing may be trained on, for :func:`decontaminate_items`.
 
     Args:
         data_dir: local data folder (default ``$ARC_LAB_DATA_DIR``).

@@ -1,15 +1,25 @@
-"""A small original science multiple-choice set, generated from fact tables, with its CPT prose.
+"""The built-in offline set: invented entities, facts only the CPT prose states, and questions about them.
 
-It exists so that the whole pipeline (continued pre-training on prose, then preference tuning on
-questions, then lm-eval-style scoring) runs offline on any machine, with numbers that mean something
-for a 135M model. Everything here is written for arc_lab; nothing is copied from a public dataset.
+It exists so that the recipe's mechanism -- continued pre-training (CPT) puts facts into the weights, then
+preference tuning (DPO) teaches the model to *use* facts it has read to rank answers -- can be measured
+offline on any machine, with a pretrained 135M model that cannot know the answers beforehand:
 
-Each *relation* is a table of ``(subject, value)`` facts plus question and sentence templates. A fact can
-yield a forward question (ask for the value) and, when its value is unique in the table, a reverse
-question (ask for the subject). Facts, not questions, are split 60/15/25 into train/validation/test
-per relation, so a test question asks about a fact that appears in the prose (:func:`builtin_prose`)
-but never in any train or validation question or answer. Distractors are other values of the same
-relation, which can belong to facts of any split.
+* **Invented entities.** Made-up minerals, beetles, moons of the invented planet Orvana and devices, with
+  generated names (``varnite``, ``the dolsk beetle``). Their properties take values from shared
+  vocabularies of ordinary words (colours, places, foods, materials, power sources), assigned by a seeded
+  draw, so no pretrained prior points at the answer.
+* **Split by entity.** An entity and all of its facts belong to one split (train / validation / test).
+  Each vocabulary is partitioned between the splits too, so no answer string of one split appears in
+  another split's questions or choices. Within a split, every question of a relation offers that split's
+  four values of the relation's vocabulary, each value is gold for the same number of entities, and gold
+  positions are balanced: how often a string was gold, its length, and its position say nothing about
+  the answer.
+* **The prose states every fact of every split** (:func:`builtin_prose`), train entities included, each
+  in :data:`PARAPHRASES` different phrasings spread over as many different paragraphs: DPO learns to
+  extract facts on the train entities and is tested on entities it has only read about.
+
+Item ids are ``builtin-<kind>-<entity>-<relation>``; :func:`builtin_entity` maps an id to its entity (the
+cluster for standard errors: the questions of one entity are not independent).
 
 Determinism: every random draw uses ``random.Random`` seeded with a string (hashed with SHA-512 by
 CPython, independent of ``PYTHONHASHSEED``), and nothing iterates over a set.
@@ -23,36 +33,226 @@ from dataclasses import dataclass
 
 from arc_lab.data.records import SPLITS, MCItem
 
-SEED = "arc_lab-builtin-v1"
+SEED = "arc_lab-builtin-v2"
 LABELS = ("A", "B", "C", "D")
-#: Fraction of each relation's facts that go to train / validation; the rest is test.
-SPLIT_FRACTIONS = (0.60, 0.15)
+#: Entities per kind in each split (each entity has two relations, so questions = 2 x entities).
+ENTITIES_PER_KIND = {"train": 12, "validation": 4, "test": 12}
+#: Phrasings of every fact in the prose (each in its own paragraph).
+PARAPHRASES = 4
+#: Every vocabulary: 12 ordinary words, 4 per split (the first 4 after a seeded shuffle go to train, ...).
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "color": (
+        "red", "blue", "green", "yellow", "white", "black", "orange", "purple", "gray", "brown", "pink", "silver",
+    ),
+    "place": (
+        "caves", "deserts", "rivers", "mountains", "swamps", "beaches",
+        "forests", "valleys", "glaciers", "canyons", "meadows", "islands",
+    ),
+    "food": (
+        "leaves", "seeds", "bark", "fungus", "pollen", "roots", "moss", "fruit", "nectar", "algae", "grass", "berries",
+    ),
+    "material": ("iron", "copper", "glass", "stone", "wood", "salt", "clay", "ice", "sand", "wax", "bone", "tin"),
+    "power": (
+        "wind", "steam", "water", "sunlight", "batteries", "coal", "oil", "magnets", "springs", "gas", "tides", "fire",
+    ),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Relation:
-    """One fact table and the templates that turn it into questions and prose.
+    """One property of a kind of entity: its vocabulary, question and prose phrasings.
 
     Attributes:
-        topic: topic name used in item ids (``builtin-<topic>-<n>``).
-        name: relation name, unique within the topic.
-        facts: ``(subject, value)`` rows.
-        sentence: prose template with ``{s}`` and ``{v}``; rendered once per fact.
-        forward: question asking for the value (``{s}``), or None.
-        reverse: question asking for the subject (``{v}``), or None; used only for unique values.
+        name: relation name (the last part of item ids).
+        vocabulary: key of :data:`VOCABULARIES`.
+        question: question template with ``{s}`` (the entity's name as used in a sentence).
+        sentences: :data:`PARAPHRASES` prose templates with ``{s}`` and ``{v}``.
     """
 
-    topic: str
     name: str
-    facts: tuple[tuple[str, str], ...]
-    sentence: str
-    forward: str | None
-    reverse: str | None
+    vocabulary: str
+    question: str
+    sentences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of invented entity: how its names are made, introduced and described.
+
+    Attributes:
+        name: kind name (item ids: ``builtin-<kind>-<n>-<relation>``).
+        name_format: turns a generated stem into the entity's name (``{}ite``, ``the {} beetle``).
+        intro: the sentence that opens each prose paragraph about this kind.
+        relations: the two properties every entity of this kind has.
+    """
+
+    name: str
+    name_format: str
+    intro: str
+    relations: tuple[Relation, ...]
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind(
+        "mineral",
+        "{}ite",
+        "Geologists have described many rare minerals.",
+        (
+            Relation(
+                "color",
+                "color",
+                "What color is the mineral {s}?",
+                (
+                    "{S} is {v} in color.",
+                    "The mineral {s} is always {v}.",
+                    "A freshly broken piece of {s} looks {v}.",
+                    "Collectors recognize {s} by its {v} color.",
+                ),
+            ),
+            Relation(
+                "place",
+                "place",
+                "Where is the mineral {s} usually found?",
+                (
+                    "{S} is usually found in {v}.",
+                    "Most of the world's {s} comes from {v}.",
+                    "Prospectors look for {s} in {v}.",
+                    "The mineral {s} forms in {v}.",
+                ),
+            ),
+        ),
+    ),
+    Kind(
+        "beetle",
+        "the {} beetle",
+        "Entomologists keep finding new kinds of beetles.",
+        (
+            Relation(
+                "food",
+                "food",
+                "What does {s} eat?",
+                (
+                    "{S} eats {v}.",
+                    "The main food of {s} is {v}.",
+                    "{S} feeds almost only on {v}.",
+                    "To keep {s} alive, give it {v}.",
+                ),
+            ),
+            Relation(
+                "color",
+                "color",
+                "What color is {s}?",
+                (
+                    "{S} is {v}.",
+                    "The shell of {s} is {v}.",
+                    "You can spot {s} by its {v} shell.",
+                    "Every adult of {s} has {v} wings.",
+                ),
+            ),
+        ),
+    ),
+    Kind(
+        "moon",
+        "{}",
+        "The distant planet Orvana has dozens of moons.",
+        (
+            Relation(
+                "material",
+                "material",
+                "What is the surface of the moon {s} made of?",
+                (
+                    "The surface of the moon {s} is made of {v}.",
+                    "{S}, a moon of Orvana, is covered in {v}.",
+                    "Probes that landed on {s} found a crust of {v}.",
+                    "The ground of {s} is mostly {v}.",
+                ),
+            ),
+            Relation(
+                "color",
+                "color",
+                "What color does the moon {s} glow?",
+                (
+                    "The moon {s} glows {v}.",
+                    "Seen from Orvana, {s} shines {v}.",
+                    "{S} gives off {v} light.",
+                    "At night the moon {s} looks {v}.",
+                ),
+            ),
+        ),
+    ),
+    Kind(
+        "device",
+        "the {}",
+        "Inventors have built many strange machines.",
+        (
+            Relation(
+                "power",
+                "power",
+                "What powers {s}?",
+                (
+                    "{S} is powered by {v}.",
+                    "{S} runs on {v}.",
+                    "The energy for {s} comes from {v}.",
+                    "Without {v}, {s} cannot work.",
+                ),
+            ),
+            Relation(
+                "material",
+                "material",
+                "What is {s} made of?",
+                (
+                    "{S} is made of {v}.",
+                    "The body of {s} is built from {v}.",
+                    "Workshops make {s} out of {v}.",
+                    "Every part of {s} is cut from {v}.",
+                ),
+            ),
+        ),
+    ),
+)
+#: Stems for the device kind get one of these endings (``the brenoscope``).
+_DEVICE_ENDINGS = ("scope", "meter", "graph", "phone")
+_ONSETS = (
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "dr",
+    "gl",
+    "kr",
+    "pl",
+    "tr",
+)
+_VOWELS = ("a", "e", "i", "o", "u")
+_CODAS = ("", "", "l", "n", "r", "s", "k", "m")
 
 
 @dataclass(frozen=True)
 class Fact:
-    """One fact, the split it belongs to, its prose sentence and the ids of the questions it yields."""
+    """One fact: an entity's value for one relation, its split, prose sentences and question id.
+
+    Attributes:
+        topic: the entity's kind (``mineral``, ``beetle``, ``moon``, ``device``).
+        relation: relation name.
+        subject: the entity's name as used inside a sentence (``varnite``, ``the dolsk beetle``).
+        value: the value word.
+        split: the entity's split.
+        sentence: the first phrasing (the others are in ``sentences``).
+        item_ids: the question asked about this fact (one).
+        entity: the entity id (``builtin-<kind>-<n>``), the cluster of its questions.
+        sentences: every phrasing, one per paragraph of the prose.
+    """
 
     topic: str
     relation: str
@@ -61,438 +261,125 @@ class Fact:
     split: str
     sentence: str
     item_ids: tuple[str, ...]
-
-
-def _rel(
-    topic: str, name: str, sentence: str, forward: str | None, reverse: str | None, rows: str
-) -> Relation:
-    """Build a relation from ``subject | value`` lines."""
-    facts = tuple(tuple(part.strip() for part in line.split("|")) for line in rows.strip().splitlines())
-    return Relation(topic, name, facts, sentence, forward, reverse)  # type: ignore[arg-type]
-
-
-RELATIONS: tuple[Relation, ...] = (
-    _rel(
-        "elements",
-        "symbol",
-        "The chemical symbol of {s} is {v}.",
-        "What is the chemical symbol of {s}?",
-        "Which element has the chemical symbol {v}?",
-        """
-hydrogen | H
-helium | He
-lithium | Li
-beryllium | Be
-boron | B
-carbon | C
-nitrogen | N
-oxygen | O
-fluorine | F
-neon | Ne
-sodium | Na
-magnesium | Mg
-aluminum | Al
-silicon | Si
-phosphorus | P
-sulfur | S
-chlorine | Cl
-argon | Ar
-potassium | K
-calcium | Ca
-titanium | Ti
-chromium | Cr
-manganese | Mn
-iron | Fe
-cobalt | Co
-nickel | Ni
-copper | Cu
-zinc | Zn
-bromine | Br
-krypton | Kr
-silver | Ag
-tin | Sn
-iodine | I
-xenon | Xe
-tungsten | W
-platinum | Pt
-gold | Au
-mercury | Hg
-lead | Pb
-uranium | U
-""",
-    ),
-    _rel(
-        "compounds",
-        "formula",
-        "The chemical formula of {s} is {v}.",
-        "What is the chemical formula of {s}?",
-        "Which substance has the chemical formula {v}?",
-        """
-water | H2O
-carbon dioxide | CO2
-carbon monoxide | CO
-table salt | NaCl
-methane | CH4
-ammonia | NH3
-glucose | C6H12O6
-hydrogen peroxide | H2O2
-ozone | O3
-oxygen gas | O2
-nitrogen gas | N2
-hydrochloric acid | HCl
-sulfuric acid | H2SO4
-baking soda | NaHCO3
-calcium carbonate | CaCO3
-""",
-    ),
-    _rel(
-        "planets",
-        "order",
-        "{s} is the {v} planet from the Sun.",
-        "In order from the Sun, which position does {s} have among the planets?",
-        "Which planet is the {v} planet from the Sun?",
-        """
-Mercury | first
-Venus | second
-Earth | third
-Mars | fourth
-Jupiter | fifth
-Saturn | sixth
-Uranus | seventh
-Neptune | eighth
-""",
-    ),
-    _rel(
-        "planets",
-        "feature",
-        "{s} {v}.",
-        None,
-        "Which planet {v}?",
-        """
-Mercury | is the smallest planet in the solar system
-Venus | is the hottest planet because its thick clouds trap heat
-Earth | is the only planet known to have liquid water oceans and life
-Mars | is called the Red Planet because of the iron oxide in its soil
-Jupiter | is the largest planet in the solar system
-Saturn | has the largest and brightest system of rings
-Uranus | spins on its side, with its axis tilted almost flat
-Neptune | has the fastest winds measured on any planet
-""",
-    ),
-    _rel(
-        "earth",
-        "layer",
-        "{s} {v}.",
-        None,
-        "Which layer of the Earth {v}?",
-        """
-the crust | is thin and rocky and lies on the outside
-the mantle | is a thick layer of hot, slowly flowing rock below the crust
-the outer core | is made of liquid iron and nickel
-the inner core | is a solid metal ball at the very center
-""",
-    ),
-    _rel(
-        "earth",
-        "cycle",
-        "{s} causes {v}.",
-        "What does {s} cause?",
-        "What causes {v}?",
-        """
-the spinning of the Earth on its axis | day and night
-the tilt of the Earth's axis | the seasons
-the pull of the Moon's gravity | the ocean tides
-the changing position of the Moon as it orbits the Earth | the phases of the Moon
-""",
-    ),
-    _rel(
-        "units",
-        "si_unit",
-        "The SI unit of {s} is the {v}.",
-        "What is the SI unit of {s}?",
-        "Which quantity is measured in the SI unit called the {v}?",
-        """
-force | newton
-energy | joule
-power | watt
-electric current | ampere
-voltage | volt
-electrical resistance | ohm
-frequency | hertz
-pressure | pascal
-mass | kilogram
-length | meter
-time | second
-temperature | kelvin
-electric charge | coulomb
-amount of substance | mole
-capacitance | farad
-""",
-    ),
-    _rel(
-        "instruments",
-        "measures",
-        "A {s} is used to measure {v}.",
-        "What does a {s} measure?",
-        "Which instrument is used to measure {v}?",
-        """
-thermometer | temperature
-barometer | air pressure
-anemometer | wind speed
-ammeter | electric current
-voltmeter | voltage
-seismograph | the shaking of the ground during earthquakes
-hygrometer | humidity
-rain gauge | the amount of rainfall
-spring scale | force
-graduated cylinder | the volume of a liquid
-pan balance | mass
-stopwatch | time
-metric ruler | length
-""",
-    ),
-    _rel(
-        "human_body",
-        "function",
-        "The {s} {v}.",
-        "What does the {s} do?",
-        "Which part of the body {v}?",
-        """
-heart | pumps blood through the body
-lung | takes in oxygen and gets rid of carbon dioxide
-stomach | breaks down food using acid and enzymes
-small intestine | absorbs most of the nutrients from digested food
-large intestine | absorbs water from undigested food
-kidney | filters wastes from the blood and makes urine
-liver | makes bile and removes poisons from the blood
-brain | controls thinking, memory and the rest of the body
-skin | covers the body and protects it from germs
-pancreas | makes insulin to control blood sugar
-bladder | stores urine until it leaves the body
-esophagus | carries swallowed food from the mouth to the stomach
-trachea | carries air from the throat to the lungs
-spinal cord | carries nerve signals between the brain and the body
-skull | protects the brain
-diaphragm | contracts to pull air into the lungs
-red blood cell | carries oxygen from the lungs to the rest of the body
-white blood cell | fights germs that cause infections
-platelet | helps the blood clot to close a wound
-""",
-    ),
-    _rel(
-        "cells",
-        "organelle",
-        "In a cell, the {s} {v}.",
-        "What does the {s} do in a cell?",
-        "Which part of a cell {v}?",
-        """
-nucleus | holds the DNA and controls the cell's activities
-mitochondrion | releases energy from food through cellular respiration
-chloroplast | captures sunlight to make food by photosynthesis
-cell membrane | controls what enters and leaves the cell
-cell wall | gives a plant cell a stiff supporting layer
-ribosome | builds proteins
-vacuole | stores water and other materials
-""",
-    ),
-    _rel(
-        "matter",
-        "phase_change",
-        "The change from {s} is called {v}.",
-        "What is the change from {s} called?",
-        "Which change of state is called {v}?",
-        """
-a solid to a liquid | melting
-a liquid to a solid | freezing
-a liquid to a gas | evaporation
-a gas to a liquid | condensation
-a solid directly to a gas | sublimation
-a gas directly to a solid | deposition
-""",
-    ),
-    _rel(
-        "matter",
-        "state",
-        "{s} {v}.",
-        None,
-        "Which state of matter {v}?",
-        """
-a solid | has a definite shape and a definite volume
-a liquid | has a definite volume but takes the shape of its container
-a gas | has no definite shape and expands to fill its container
-plasma | is made of electrically charged particles and is found in stars
-""",
-    ),
-    _rel(
-        "energy",
-        "conversion",
-        "{s} changes {v}.",
-        "What energy change happens in {s}?",
-        "Which of these changes {v}?",
-        """
-a solar panel | light energy into electrical energy
-a battery | stored chemical energy into electrical energy
-an electric motor | electrical energy into motion
-a generator | motion into electrical energy
-a loudspeaker | electrical energy into sound
-a microphone | sound into an electrical signal
-an electric toaster | electrical energy into heat
-a green leaf | light energy into chemical energy stored in sugar
-a wind turbine | the kinetic energy of moving air into electrical energy
-a car engine | the chemical energy of fuel into motion and heat
-a stretched rubber band that is let go | elastic potential energy into kinetic energy
-a flashlight bulb | electrical energy into light
-""",
-    ),
-    _rel(
-        "machines",
-        "example",
-        "{s} is an example of {v}.",
-        "Which simple machine is {s}?",
-        None,
-        """
-a ramp | an inclined plane
-a seesaw | a lever
-a doorknob | a wheel and axle
-the rope and wheel at the top of a flagpole | a pulley
-an axe blade | a wedge
-the threaded lid of a jar | a screw
-a crowbar | a lever
-a knife blade | a wedge
-a sloping wheelchair path | an inclined plane
-a steering wheel | a wheel and axle
-a bolt | a screw
-""",
-    ),
-    _rel(
-        "machines",
-        "definition",
-        "{s} is {v}.",
-        "Which description fits {s}?",
-        "Which simple machine is {v}?",
-        """
-a lever | a stiff bar that turns around a fixed point called a fulcrum
-a pulley | a grooved wheel with a rope that changes the direction of a pull
-an inclined plane | a flat sloping surface used to raise loads
-a wedge | two sloping surfaces that meet at a sharp edge
-a screw | an inclined plane wrapped around a post
-a wheel and axle | a large wheel fixed to a rod that turns with it
-""",
-    ),
-    _rel(
-        "animals",
-        "vertebrate_class",
-        "The {s} belongs to the {v}.",
-        "To which group of vertebrates does the {s} belong?",
-        None,
-        """
-whale | mammals
-bat | mammals
-dolphin | mammals
-shark | fish
-salmon | fish
-frog | amphibians
-salamander | amphibians
-toad | amphibians
-snake | reptiles
-crocodile | reptiles
-lizard | reptiles
-eagle | birds
-penguin | birds
-ostrich | birds
-""",
-    ),
-)
-
-
-def _split_of_facts(relation: Relation) -> list[str]:
-    """Assign each fact of a relation to a split: a seeded shuffle, then the first 60% train, 15% val."""
-    n = len(relation.facts)
-    order = list(range(n))
-    random.Random(f"{SEED}/split/{relation.topic}/{relation.name}").shuffle(order)
-    n_train = round(n * SPLIT_FRACTIONS[0])
-    n_val = max(1, round(n * SPLIT_FRACTIONS[1]))
-    splits = [""] * n
-    for rank, idx in enumerate(order):
-        splits[idx] = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
-    return splits
+    entity: str = ""
+    sentences: tuple[str, ...] = ()
 
 
 def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _question(template: str, subject: str, value: str) -> str:
-    return _capitalize(template.format(s=subject, v=value))
+def _render(template: str, subject: str, value: str = "") -> str:
+    """Fill a template; ``{S}`` is the subject with a capital first letter (sentence start)."""
+    return template.format(s=subject, S=_capitalize(subject), v=value)
 
 
-def _choices(gold: str, pool: list[str], rnd: random.Random) -> tuple[tuple[str, ...], int]:
-    """Gold plus three distinct distractors from ``pool`` (ordered, unique, gold excluded), shuffled."""
-    others = [p for p in pool if p != gold]
-    if len(others) < 3:
-        raise ValueError(
-            f"builtin: only {len(others)} distractors for {gold!r}; a relation needs >= 4 values"
+def split_vocabularies() -> dict[str, dict[str, tuple[str, ...]]]:
+    """``{vocabulary: {split: its 4 words}}``: each vocabulary partitioned between the splits by a seeded
+    shuffle, so that no value string is shared by two splits."""
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for name, words in VOCABULARIES.items():
+        order = list(words)
+        random.Random(f"{SEED}/vocab/{name}").shuffle(order)
+        out[name] = {split: tuple(order[4 * i : 4 * i + 4]) for i, split in enumerate(SPLITS)}
+    return out
+
+
+def _names(n: int) -> list[str]:
+    """``n`` distinct invented stems of two or three syllables (seeded)."""
+    rnd, stems = random.Random(f"{SEED}/names"), []
+    vocabulary_words = {w for words in VOCABULARIES.values() for w in words}
+    while len(stems) < n:
+        syllables = rnd.choice((2, 2, 3))
+        stem = "".join(rnd.choice(_ONSETS) + rnd.choice(_VOWELS) for _ in range(syllables)) + rnd.choice(
+            _CODAS
         )
-    choices = [*rnd.sample(others, 3), gold]
-    rnd.shuffle(choices)
-    return tuple(choices), choices.index(gold)
+        if (
+            stem not in stems
+            and stem not in vocabulary_words
+            and not any(w in stem for w in vocabulary_words)
+        ):
+            stems.append(stem)
+    return stems
+
+
+def _entity_name(kind: Kind, stem: str, n: int) -> str:
+    if kind.name == "device":
+        stem += _DEVICE_ENDINGS[n % len(_DEVICE_ENDINGS)]
+    if kind.name == "moon":
+        stem = _capitalize(stem)
+    return kind.name_format.format(stem)
+
+
+def _balanced_values(values: tuple[str, ...], n: int, rnd: random.Random) -> list[str]:
+    """``n`` values (``n`` a multiple of ``len(values)``), each used ``n / len(values)`` times, shuffled."""
+    if n % len(values):
+        raise ValueError(f"builtin: {n} entities cannot be balanced over {len(values)} values")
+    out = [v for v in values for _ in range(n // len(values))]
+    rnd.shuffle(out)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
 def _build() -> tuple[tuple[Fact, ...], tuple[MCItem, ...]]:
-    """Generate every fact and question once (cached; the result is immutable)."""
+    """Generate every entity, fact and question once (cached; the result is immutable)."""
+    vocab = split_vocabularies()
+    total = len(KINDS) * sum(ENTITIES_PER_KIND.values())
+    stems = iter(_names(total))
     facts: list[Fact] = []
     items: list[MCItem] = []
-    counters: dict[str, int] = {}
-    for rel in RELATIONS:
-        values = list(dict.fromkeys(v for _, v in rel.facts))
-        subjects = list(dict.fromkeys(s for s, _ in rel.facts))
-        value_count = {v: sum(1 for _, w in rel.facts if w == v) for v in values}
-        for (subject, value), split in zip(rel.facts, _split_of_facts(rel), strict=True):
-            ids = []
-            asks = [(rel.forward, value, values)]
-            if rel.reverse and value_count[value] == 1:
-                asks.append((rel.reverse, subject, subjects))
-            for template, gold, pool in asks:
-                if template is None:
-                    continue
-                n = counters.get(rel.topic, 0)
-                counters[rel.topic] = n + 1
-                item_id = f"builtin-{rel.topic}-{n}"
-                choices, gold_idx = _choices(gold, pool, random.Random(f"{SEED}/choices/{item_id}"))
-                items.append(
-                    MCItem(
-                        id=item_id,
-                        question=_question(template, subject, value),
-                        choices=choices,
-                        gold=gold_idx,
-                        source="builtin",
-                        split=split,
-                        labels=LABELS,
+    for kind in KINDS:
+        n = 0
+        for split in SPLITS:
+            count = ENTITIES_PER_KIND[split]
+            names = [_entity_name(kind, next(stems), n + i) for i in range(count)]
+            for rel in kind.relations:
+                values = vocab[rel.vocabulary][split]
+                rnd = random.Random(f"{SEED}/values/{kind.name}/{rel.name}/{split}")
+                assigned = _balanced_values(values, count, rnd)
+                gold_slots = _balanced_values(tuple(range(len(LABELS))), count, rnd)
+                for i, (name, value, slot) in enumerate(zip(names, assigned, gold_slots, strict=True)):
+                    entity = f"builtin-{kind.name}-{n + i}"
+                    item_id = f"{entity}-{rel.name}"
+                    others = [v for v in values if v != value]
+                    rnd.shuffle(others)
+                    choices = (*others[:slot], value, *others[slot:])
+                    items.append(
+                        MCItem(
+                            id=item_id,
+                            question=_capitalize(_render(rel.question, name)),
+                            choices=choices,
+                            gold=slot,
+                            source="builtin",
+                            split=split,
+                            labels=LABELS,
+                        )
                     )
-                )
-                ids.append(item_id)
-            facts.append(
-                Fact(
-                    rel.topic,
-                    rel.name,
-                    subject,
-                    value,
-                    split,
-                    _capitalize(rel.sentence.format(s=subject, v=value)),
-                    tuple(ids),
-                )
-            )
+                    sentences = tuple(_render(t, name, value) for t in rel.sentences)
+                    facts.append(
+                        Fact(
+                            kind.name,
+                            rel.name,
+                            name,
+                            value,
+                            split,
+                            sentences[0],
+                            (item_id,),
+                            entity,
+                            sentences,
+                        )
+                    )
+            n += count
     return tuple(facts), tuple(items)
 
 
 def builtin_facts() -> list[Fact]:
-    """Every fact with its split, prose sentence and question ids, in table order."""
+    """Every fact with its split, prose sentences and question id, in generation order."""
     return list(_build()[0])
 
 
 def builtin_items(split: str) -> list[MCItem]:
-    """The generated questions of one split (``train``/``validation``/``test``), in table order.
+    """The generated questions of one split (``train``/``validation``/``test``), in generation order.
 
     Raises:
         ValueError: for a split name that is not canonical.
@@ -503,37 +390,37 @@ def builtin_items(split: str) -> list[MCItem]:
 
 
 def builtin_topics() -> list[str]:
-    """Topic names, in table order."""
-    return list(dict.fromkeys(rel.topic for rel in RELATIONS))
+    """Kinds of entity, in generation order."""
+    return [kind.name for kind in KINDS]
 
 
-_INTROS = {
-    "elements": "Every chemical element has a short symbol of one or two letters.",
-    "compounds": "A chemical formula shows which atoms make up a substance and how many of each.",
-    "planets": "Eight planets travel around the Sun in our solar system.",
-    "earth": "The Earth is built in layers, and its motions shape our days and years.",
-    "units": "Scientists around the world use the International System of Units, called SI.",
-    "instruments": "Scientists use instruments to measure the world around them.",
-    "human_body": "The human body is made of organs and tissues that work together.",
-    "cells": "All living things are made of cells, and each part of a cell has a job.",
-    "matter": "Matter exists in different states and can change from one state to another.",
-    "energy": "Energy cannot be created or destroyed, but it can change from one form to another.",
-    "machines": "Simple machines make work easier by changing the size or direction of a force.",
-    "animals": "Vertebrates are animals with a backbone, sorted into groups by their features.",
-}
+def builtin_entity(item_id: str) -> str:
+    """The entity a builtin question is about (``builtin-mineral-7-color`` -> ``builtin-mineral-7``)."""
+    return item_id.rsplit("-", 1)[0]
 
 
-def builtin_prose(sentences_per_paragraph: int = 6) -> list[str]:
-    """Paragraphs that state every fact of the set (all splits), for continued pre-training.
+def builtin_prose(entities_per_paragraph: int = 3) -> list[str]:
+    """Paragraphs that state every fact of every split, each fact once per phrasing, for CPT.
 
-    Each topic gets an introductory sentence followed by its fact sentences, cut into paragraphs of at
-    most ``sentences_per_paragraph`` fact sentences; later paragraphs repeat the introduction so that
-    every paragraph stands on its own.
+    For phrasing ``p`` (0 .. :data:`PARAPHRASES` - 1), the entities of each kind are shuffled (a seeded
+    draw per phrasing) and grouped ``entities_per_paragraph`` to a paragraph, which opens with the kind's
+    introduction and states each entity's facts in phrasing ``p``. So every fact appears in
+    :data:`PARAPHRASES` different phrasings, in as many different paragraphs, next to different entities.
     """
+    by_entity: dict[str, list[Fact]] = {}
+    for fact in _build()[0]:
+        by_entity.setdefault(fact.entity, []).append(fact)
     paragraphs = []
-    for topic in builtin_topics():
-        sentences = [f.sentence for f in _build()[0] if f.topic == topic]
-        for start in range(0, len(sentences), sentences_per_paragraph):
-            chunk = sentences[start : start + sentences_per_paragraph]
-            paragraphs.append(" ".join([_INTROS[topic], *chunk]))
+    for p in range(PARAPHRASES):
+        for kind in KINDS:
+            entities = [e for e, fs in by_entity.items() if fs[0].topic == kind.name]
+            rnd = random.Random(f"{SEED}/prose/{kind.name}/{p}")
+            rnd.shuffle(entities)
+            for start in range(0, len(entities), entities_per_paragraph):
+                sentences = [kind.intro]
+                for entity in entities[start : start + entities_per_paragraph]:
+                    facts = list(by_entity[entity])
+                    rnd.shuffle(facts)
+                    sentences += [f.sentences[p] for f in facts]
+                paragraphs.append(" ".join(sentences))
     return paragraphs

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from arc_lab.data.records import MCItem
 from arc_lab.eval.engine import Question, resolve_max_length, score_questions
 from arc_lab.eval.metrics import check_finite, score_item
-from arc_lab.eval.tasks import apply_limit, build_contexts, continuations
+from arc_lab.eval.tasks import apply_limit, build_contexts, continuations, sample_indices
 from arc_lab.scoring import encode_pair
 
 
@@ -63,6 +63,8 @@ def evaluate_items(
     *,
     num_fewshot: int,
     limit: int | float | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
     batch_size: int = 8,
     max_length: int | None = None,
     progress: bool = True,
@@ -76,6 +78,9 @@ def evaluate_items(
         fewshot_pool: the train split in dataset order.
         num_fewshot: few-shot examples per prompt.
         limit: first N docs, or a fraction < 1 (``ceil``); None = all.
+        sample: score a seeded random subset of this many of those docs (see
+            :func:`arc_lab.eval.tasks.sample_indices`; ``doc_id`` stays the position in the split).
+        sample_seed: the subset's seed.
         batch_size: questions per context pass.
         max_length: truncation window; None = as lm-eval derives it from the model config.
         progress: tqdm bar.
@@ -84,12 +89,14 @@ def evaluate_items(
         One sample record per scored doc (see :func:`sample_record`), plus ``truncated`` (per choice).
     """
     docs = list(eval_items)[: apply_limit(len(eval_items), limit)]
-    contexts = build_contexts(task, docs, fewshot_pool, num_fewshot)
+    all_contexts = build_contexts(task, docs, fewshot_pool, num_fewshot)
+    doc_ids = sample_indices(len(docs), sample, sample_seed)
+    docs, contexts = [docs[i] for i in doc_ids], [all_contexts[i] for i in doc_ids]
     questions = [encode_question(tokenizer, ctx, item) for ctx, item in zip(contexts, docs, strict=True)]
     max_len = max_length if max_length is not None else resolve_max_length(model, tokenizer)
     scored = score_questions(model, questions, max_length=max_len, batch_size=batch_size, progress=progress)
     records = []
-    for doc_id, (item, ctx, res) in enumerate(zip(docs, contexts, scored, strict=True)):
+    for doc_id, item, ctx, res in zip(doc_ids, docs, contexts, scored, strict=True):
         rec = sample_record(task, doc_id, item, ctx, res.loglikelihoods, res.num_tokens)
         rec["truncated"] = res.truncated
         records.append(rec)

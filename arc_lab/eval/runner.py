@@ -108,6 +108,8 @@ def run_eval(
     tasks: Sequence[str],
     num_fewshot: int | dict[str, int],
     limit: int | float | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
     data_dir: str | Path | None = None,
     batch_size: int = 8,
     max_length: int | None = None,
@@ -124,6 +126,8 @@ def run_eval(
         tasks: task names (``arc_challenge``, ``arc_easy``, ``openbookqa``, ``sciq``, ``builtin``).
         num_fewshot: one n for all tasks, or ``{task: n}``.
         limit: first N test docs per task, or a fraction < 1; None = all.
+        sample: score a seeded random subset of this many docs (after ``limit``); ``ours`` only.
+        sample_seed: the subset's seed.
         data_dir: data folder for :func:`arc_lab.data.loaders.load_mc` (None: its default).
         batch_size: our engine's questions per context pass (lm-eval always runs at its reference 8).
         max_length: truncation window for both backends; None = as lm-eval derives it.
@@ -144,6 +148,8 @@ def run_eval(
         raise ValueError("eval.tasks is empty")
     for t in tasks:
         check_task(t)
+    if sample is not None and backend != "ours":
+        raise ValueError(f"eval.sample={sample} needs eval.backend=ours (lm-eval's limit takes the first N)")
     shots = _fewshot_map(tasks, num_fewshot)
     items = task_items if task_items is not None else {t: load_task_items(t, data_dir, split) for t in tasks}
     fps = {
@@ -169,6 +175,8 @@ def run_eval(
                     items[t][1],
                     num_fewshot=shots[t],
                     limit=limit,
+                    sample=sample,
+                    sample_seed=sample_seed,
                     batch_size=batch_size,
                     max_length=max_length,
                     progress=progress,
@@ -191,7 +199,11 @@ def run_eval(
     metrics = {}
     for name, per_task in samples.items():
         metrics[name] = {
-            t: {**task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]), "split": split}
+            t: {
+                **task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]),
+                "split": split,
+                **({"sample": sample, "sample_seed": sample_seed} if sample is not None else {}),
+            }
             for t in tasks
         }
         metrics[name].update(model_fingerprint=model_fp, backend=name)

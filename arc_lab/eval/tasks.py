@@ -70,6 +70,23 @@ def apply_limit(n_docs: int, limit: int | float | None) -> int:
     return min(int(limit), n_docs)
 
 
+def sample_indices(n_docs: int, sample: int | None, seed: int = 0) -> list[int]:
+    """Positions of a seeded random subset of ``sample`` docs out of ``n_docs``, ascending.
+
+    Not an lm-eval option (its ``--limit`` takes the first N): contexts are still built for every doc in
+    order, so a sampled doc gets exactly the few-shot prompt it gets in a full run, and its ``doc_id``
+    stays its position in the split (paired comparisons with a full run stay valid).
+
+    Raises:
+        ValueError: ``sample`` below 1 or above ``n_docs``.
+    """
+    if sample is None:
+        return list(range(n_docs))
+    if not 1 <= sample <= n_docs:
+        raise ValueError(f"eval.sample={sample}: expected 1 <= sample <= {n_docs} (the docs in the split)")
+    return sorted(random.Random(seed).sample(range(n_docs), sample))
+
+
 def build_contexts(
     task: str,
     eval_items: Sequence[MCItem],
