@@ -74,16 +74,21 @@ def test_every_row_composes_with_the_stated_data_and_eval(hydra_ctx, evaluation,
         plan_chain(cfg)
 
 
-def test_cpt_is_trained_once_for_the_rows_that_build_on_it(hydra_ctx):
-    """The CPT row's stage and the init of CPT→DPO / CPT→SimPO have the same stage hash (one CPT)."""
-    from arc_lab.pipeline import plan_chain, root_ref, stage_hash
+def test_cpt_is_trained_once_for_the_rows_that_build_on_it(hydra_ctx, shared_data_dir):
+    """The CPT row's stage and the init of CPT→DPO / CPT→SimPO have the same stage hash (one CPT); the
+    hash covers the content of the data read, so it needs the data."""
+    from arc_lab.pipeline import plan_chain, root_ref, stage_hash, stage_inputs
 
-    cpt = plan_chain(_cfg("chain=real_cpu_cpt"))
-    hashes = {stage_hash(cpt[0], root_ref(cpt[0]).key)}
+    def key(c):
+        return stage_hash(c, root_ref(c).key, stage_inputs(c))
+
+    data = f"data.data_dir={shared_data_dir}"
+    cpt = plan_chain(_cfg("chain=real_cpu_cpt", data))
+    hashes = {key(cpt[0])}
     for row in ("real_cpu_cpt_dpo", "real_cpu_cpt_simpo"):
-        plan = plan_chain(_cfg(f"chain={row}"))
+        plan = plan_chain(_cfg(f"chain={row}", data))
         assert [c.stage.name for c in plan] == ["cpt", "dpo"]
-        hashes.add(stage_hash(plan[0], root_ref(plan[0]).key))
+        hashes.add(key(plan[0]))
     assert len(hashes) == 1
     assert [c.stage.name for c in plan_chain(_cfg("chain=real_cpu_sft_dpo"))] == ["sft", "dpo"]
 

@@ -102,10 +102,10 @@ def test_off_keeps_everything_without_reading_the_test_split(hydra_ctx, leaky_da
 
 
 def test_mode_is_part_of_the_stage_hash(hydra_ctx, leaky_data):
-    from arc_lab.pipeline import stage_hash
+    from arc_lab.pipeline import stage_hash, stage_inputs
 
     drop, off = data_cfg(leaky_data), data_cfg(leaky_data, "data.decontaminate=off")
-    assert stage_hash(drop, "base:x") != stage_hash(off, "base:x")
+    assert stage_hash(drop, "base:x", stage_inputs(drop)) != stage_hash(off, "base:x", stage_inputs(off))
 
 
 @pytest.mark.parametrize(
