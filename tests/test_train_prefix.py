@@ -35,6 +35,7 @@ from arc_lab.objectives.base import InputKind
 from arc_lab.train.batching import collate, epoch_batches, tokenize_examples
 from arc_lab.train.forward import answer_logps, use_prefix_sharing
 from arc_lab.train.lora import add_lora, reference_mode
+from arc_lab.train.mismatched import mismatched_dataset
 
 TINY = dict(
     hidden_size=64,
@@ -138,6 +139,14 @@ def _check_equal(model, tok, kind, names, precision="fp32"):
             out.ref_logps = answer_logps(model, batch, precision=precision).logps
         outs[shared] = out
     u, s = outs[False], outs[True]
+    # KTO's KL term: the mismatched rows are scored without gradient in the unshared layout (as the loop
+    # does whatever the main layout), so both sides get the same ones
+    mds = mismatched_dataset(ds)
+    mbatch = collate(mds, idx, tok.pad_token_id)
+    with torch.no_grad():
+        u.mismatched = s.mismatched = answer_logps(model, mbatch, precision=precision)
+        with reference_mode(model):
+            u.mismatched.ref_logps = answer_logps(model, mbatch, precision=precision).logps
     logp_tol = RTOL * float(u.logps.abs().max())
     assert float((s.logps - u.logps).abs().max()) <= logp_tol
     assert float((s.ref_logps - u.ref_logps).abs().max()) <= logp_tol
