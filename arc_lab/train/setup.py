@@ -24,6 +24,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,31 +183,22 @@ def prepare(
     shared = dataset.kind is not InputKind.PACKED and use_prefix_sharing(
         model, optim.prefix_sharing, seq_len=seq_len
     )
-    ref_logps, reference = _reference(
+    reference_of = partial(  # the main rows and KTO's mismatched rows: the same pass, another dataset
+        _reference,
         model,
         tokenizer,
         objective,
-        dataset,
         lora_on=lora_on,
         precompute=precompute_reference,
         cache_dir=Path(cache_dir) if cache_dir else cache_root(),
         optim=optim,
         shared=shared,
     )
+    ref_logps, reference = reference_of(dataset)
     mismatched, mismatched_ref = None, None
     if objective.needs_mismatched:
         mismatched = mismatched_dataset(dataset)
-        mismatched_ref, status = _reference(
-            model,
-            tokenizer,
-            objective,
-            mismatched,
-            lora_on=lora_on,
-            precompute=precompute_reference,
-            cache_dir=Path(cache_dir) if cache_dir else cache_root(),
-            optim=optim,
-            shared=shared,
-        )
+        mismatched_ref, status = reference_of(mismatched)
         log.info(
             "mismatched pairs (example i's prompt with example i-1's answers): %d examples "
             "(%d prompts re-truncated), reference: %s",
