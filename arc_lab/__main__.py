@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from arc_lab.config import ConfigError, register_configs, to_run_config
+from arc_lab.config import ConfigError, register_configs
 
 log = logging.getLogger("arc_lab")
 register_configs()
@@ -61,12 +61,12 @@ def exit_with_user_error(e: Exception) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run. Returns the final dev acc_norm (the value Hydra sweepers optimise)."""
-    from arc_lab.pipeline import plan_chain, run_pipeline
+    from arc_lab.pipeline import run_pipeline
+    from arc_lab.plan import plan_chain
 
     try:
-        run = to_run_config(cfg)
-        plan = plan_chain(cfg)
-        return run_pipeline(run, plan, run_dir=HydraConfig.get().runtime.output_dir)
+        plan = plan_chain(cfg)  # validated RunConfigs, the run's own last: nothing below reads cfg
+        return run_pipeline(plan, run_dir=HydraConfig.get().runtime.output_dir)
     except user_errors() as e:
         exit_with_user_error(e)
 

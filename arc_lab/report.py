@@ -31,12 +31,12 @@ import numpy as np
 
 from arc_lab.eval.outputs import METADATA_KEYS
 from arc_lab.report_plot import plot_runs
+from arc_lab.stage_kinds import trained_kinds
 from arc_lab.stats import PairedComparison, PairingError, compare_paired, disagree, pair_samples
 
 METRICS = ("acc", "acc_norm")
 TASK_FIELDS = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")
 CONFIG_FILES = ("config.yaml", ".hydra/config.yaml")  # the resolved config first
-TRAINED_STAGES = ("cpt", "sft", "dpo")
 FLAG = "⚠ disagree"
 
 
@@ -187,7 +187,7 @@ def config_label(cfg: Mapping[str, Any]) -> str | None:
         core = f"eval/{model}" if model else "eval"
     else:
         core = f"{stage}/{objective}" if objective else stage
-    return f"{init}→{core}" if init in TRAINED_STAGES else core
+    return f"{init}→{core}" if init in trained_kinds() else core
 
 
 def chain_label(run_dir: Path) -> str | None:

@@ -131,20 +131,16 @@ def test_cutting_the_train_file_retrains_the_stage(hydra_ctx, tmp_path, data_dir
 def test_generated_data_is_fingerprinted_by_content(monkeypatch):
     """The builtin set has no file: its key is the hash of the generated items, so a generator change
     (here: one question reworded) is a different key."""
-    from omegaconf import OmegaConf
-
     from arc_lab.data import builtin
-    from arc_lab.objectives.base import InputKind
-    from arc_lab.stage import data_inputs
+    from arc_lab.data.training import cpt_inputs, question_inputs
 
-    data = OmegaConf.create({"hub": False, "train_sources": ["builtin"], "cpt_sources": ["builtin_prose"]})
-    before = data_inputs(InputKind.PAIR, data, data_dir=None)
+    before = question_inputs(["builtin"], data_dir=None, hub=False)
     items = builtin.builtin_items("train")
     changed = [dataclasses.replace(items[0], question=items[0].question + "?"), *items[1:]]
     monkeypatch.setattr(builtin, "builtin_items", lambda split: changed if split == "train" else [])
-    after = data_inputs(InputKind.PAIR, data, data_dir=None)
+    after = question_inputs(["builtin"], data_dir=None, hub=False)
     assert after["builtin/train"] != before["builtin/train"]
-    assert data_inputs(InputKind.PACKED, data, data_dir=None)["builtin_prose"].startswith("generated:")
+    assert cpt_inputs(["builtin_prose"], data_dir=None, hub=False)["builtin_prose"].startswith("generated:")
 
 
 # ------------------------------------------------------------- defects 7 and 8b: damaged cache entries

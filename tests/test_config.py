@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from arc_lab.config import ConfigError, register_configs, to_run_config
 from arc_lab.objectives import OBJECTIVES
+from arc_lab.stage_kinds import stage_for_input
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
@@ -53,14 +54,14 @@ def test_every_stage_preset_composes_with_a_fitting_objective(hydra_ctx):
 def test_every_objective_preset_composes_with_its_stage(hydra_ctx, objective):
     cfg = compose(config_name="config", overrides=[f"objective={objective}"])
     kind = OBJECTIVES[cfg.objective.name].input_kind.value
-    stage = {"packed": "cpt", "answer": "sft", "pair": "dpo", "list": "dpo"}[kind]
+    stage = stage_for_input(kind)
     _, run = run_config([f"stage={stage}", f"objective={objective}"])
     assert run.objective["name"] == cfg.objective.name
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_and_chain_composes(hydra_ctx, experiment):
-    from arc_lab.pipeline import plan_chain
+    from arc_lab.plan import plan_chain
 
     cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     sweep = cfg.hydra.sweeper.get("params") or {}
@@ -69,22 +70,22 @@ def test_every_experiment_and_chain_composes(hydra_ctx, experiment):
         overrides = [f"experiment={experiment}"] + ([f"chain={chain}"] if chain else [])
         cfg, run = run_config(overrides)
         plan = plan_chain(cfg)
-        assert plan[-1].stage.name == run.stage.name
+        assert plan[-1] == run
         for parent in plan[:-1]:
-            assert parent.model == cfg.model and parent.data == cfg.data  # same model and data config
+            assert parent.model == run.model and parent.data == run.data  # same model and data config
 
 
 def test_quickstart_chain_is_cpt_then_dpo(hydra_ctx):
-    from arc_lab.pipeline import plan_chain
+    from arc_lab.plan import plan_chain
 
     cfg, _ = run_config(["experiment=quickstart"])
     plan = plan_chain(cfg)
-    assert [(c.stage.name, c.objective.name) for c in plan] == [("cpt", "clm"), ("dpo", "dpo")]
+    assert [(c.stage.name, c.objective["name"]) for c in plan] == [("cpt", "clm"), ("dpo", "dpo")]
     assert plan[0].stage.lora.enabled is False and plan[1].stage.lora.enabled is True
 
 
 def test_seed_repro_has_the_recipe_settings(hydra_ctx):
-    from arc_lab.pipeline import plan_chain
+    from arc_lab.plan import plan_chain
 
     cfg, run = run_config(["experiment=seed_repro", "chain=recipe_cpt_dpo"])
     cpt, dpo = plan_chain(cfg)
@@ -92,7 +93,7 @@ def test_seed_repro_has_the_recipe_settings(hydra_ctx):
     assert (cpt.stage.seq_len, cpt.stage.optim.epochs, cpt.stage.optim.lr) == (4096, 3, 1e-5)
     assert cpt.stage.lora.enabled is False and cpt.stage.optim.precision == "bf16"
     assert (dpo.stage.lora.r, dpo.stage.lora.alpha, len(dpo.stage.lora.target_modules)) == (64, 128, 7)
-    assert (dpo.objective.beta, dpo.stage.optim.lr, dpo.stage.seq_len, dpo.stage.merge_dtype) == (
+    assert (dpo.objective["beta"], dpo.stage.optim.lr, dpo.stage.seq_len, dpo.stage.merge_dtype) == (
         0.1,
         5e-6,
         512,
@@ -121,7 +122,7 @@ def test_simpo_presets_state_gamma_beta_ratio(hydra_ctx):
     ],
 )
 def test_bad_overrides_fail_with_the_key(hydra_ctx, overrides, message):
-    from arc_lab.pipeline import plan_chain
+    from arc_lab.plan import plan_chain
 
     with pytest.raises(ConfigError) as e:
         cfg, _ = run_config(overrides)

@@ -60,14 +60,13 @@ def data_cfg(data_dir: Path, *overrides: str):
         config_name="config",
         overrides=[f"data.data_dir={data_dir}", "data.train_sources=[arc_challenge,sciq]", *overrides],
     )
-    to_run_config(cfg)
-    return cfg
+    return to_run_config(cfg)
 
 
-def build(cfg):
-    from arc_lab.stage import build_examples
+def build(run):
+    from arc_lab.build import training_examples
 
-    return build_examples(InputKind.PAIR, cfg.data, None, seq_len=64, seed=0, data_dir=cfg.data.data_dir)
+    return training_examples(run, InputKind.PAIR, None)
 
 
 def test_default_mode_is_drop(hydra_ctx, leaky_data):
@@ -102,7 +101,8 @@ def test_off_keeps_everything_without_reading_the_test_split(hydra_ctx, leaky_da
 
 
 def test_mode_is_part_of_the_stage_hash(hydra_ctx, leaky_data):
-    from arc_lab.pipeline import stage_hash, stage_inputs
+    from arc_lab.build import stage_inputs
+    from arc_lab.plan import stage_hash
 
     drop, off = data_cfg(leaky_data), data_cfg(leaky_data, "data.decontaminate=off")
     assert stage_hash(drop, "base:x", stage_inputs(drop)) != stage_hash(off, "base:x", stage_inputs(off))

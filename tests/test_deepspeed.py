@@ -262,7 +262,8 @@ def worker(out_dir: Path) -> None:
 
     import torch
 
-    from arc_lab.train.deepspeed_engine import deepspeed_stepper_factory, dist_rank, dist_world_size
+    from arc_lab import dist
+    from arc_lab.train.deepspeed_engine import deepspeed_stepper_factory
 
     torch.manual_seed(0)
     ensure_distributed_env()
@@ -281,7 +282,7 @@ def worker(out_dir: Path) -> None:
     }
     factory = deepspeed_stepper_factory(_preset(), micro_batch_size=GLOBAL_MICRO, precision="fp32")
     stepper = factory(model, **kwargs)
-    assert (dist_rank(), dist_world_size()) == (rank, world)
+    assert (dist.rank(), dist.world_size()) == (rank, world)
     full, mine = _micro_batches(rank, world)
     p0 = _trainable(stepper.module)
     losses, norms, lrs = _train_steps(stepper, mine, STEPS)

@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from arc_lab.config import OptimConfig, register_configs, to_run_config
+from arc_lab.config import OptimConfig, register_configs
 from arc_lab.data.builtin import builtin_items
 from arc_lab.eval import run_eval
 from arc_lab.eval.metrics import NonFiniteLogLikelihood
@@ -178,10 +178,11 @@ SFT_1STEP = [
 
 def run_app(root: Path, *overrides: str) -> Path:
     """Run the pipeline in-process; return the (only) stage directory."""
-    from arc_lab.pipeline import plan_chain, run_pipeline
+    from arc_lab.pipeline import run_pipeline
+    from arc_lab.plan import plan_chain
 
     cfg = compose(config_name="config", overrides=[*SFT_1STEP, *overrides, f"output_root={root}"])
-    run_pipeline(to_run_config(cfg), plan_chain(cfg), root / "run")
+    run_pipeline(plan_chain(cfg), root / "run")
     (stage,) = (root / "stages").iterdir()
     return stage
 

@@ -12,11 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from arc_lab.config import register_configs, to_run_config
+from arc_lab.config import register_configs
 from arc_lab.objectives import OBJECTIVES
+from arc_lab.stage_kinds import stage_for_input
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-STAGE_FOR = {"packed": "cpt_cpu", "answer": "sft_cpu", "pair": "dpo_cpu", "list": "dpo_cpu"}
 register_configs()
 
 
@@ -28,9 +28,10 @@ def root(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_objective_runs_through_the_app(root, name):
-    from arc_lab.pipeline import plan_chain, run_pipeline
+    from arc_lab.pipeline import run_pipeline
+    from arc_lab.plan import plan_chain
 
-    stage = STAGE_FOR[OBJECTIVES[name].input_kind.value]
+    stage = stage_for_input(OBJECTIVES[name].input_kind.value) + "_cpu"
     overrides = [
         f"stage={stage}",
         f"objective={name}",
@@ -46,7 +47,7 @@ def test_objective_runs_through_the_app(root, name):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-        run_pipeline(to_run_config(cfg), plan_chain(cfg), root / "runs" / name)
+        run_pipeline(plan_chain(cfg), root / "runs" / name)
     GlobalHydra.instance().clear()
     chain = json.loads((root / "runs" / name / "chain.json").read_text())
     (stage_entry,) = [c for c in chain if c["kind"] == "stage"]

@@ -22,7 +22,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from arc_lab.config import register_configs, to_run_config
+from arc_lab.config import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -66,17 +66,18 @@ class _Collect(logging.Handler):
 
 def run_app(root: Path, name: str, *overrides: str) -> Run:
     """Compose ``config`` with ``overrides`` and run the pipeline into ``<root>/runs/<name>``."""
-    from arc_lab.pipeline import plan_chain, run_pipeline
+    from arc_lab.pipeline import run_pipeline
+    from arc_lab.plan import plan_chain
 
     cfg = compose(config_name="config", overrides=[*COMMON, *overrides, f"output_root={root}"])
-    run, plan = to_run_config(cfg), plan_chain(cfg)
+    plan = plan_chain(cfg)
     run_dir = root / "runs" / name
     handler, lg = _Collect(), logging.getLogger("arc_lab")
     old_level = lg.level
     lg.addHandler(handler)
     lg.setLevel(logging.INFO)
     try:
-        run_pipeline(run, plan, run_dir)
+        run_pipeline(plan, run_dir)
     finally:
         lg.removeHandler(handler)
         lg.setLevel(old_level)

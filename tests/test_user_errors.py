@@ -17,7 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from arc_lab.config import ConfigError, register_configs, to_run_config
+from arc_lab.config import ConfigError, register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
@@ -33,11 +33,11 @@ def hydra_ctx():
 
 def validate(overrides: list[str]):
     """What ``python -m arc_lab`` does before any work: compose, validate, plan the chain."""
-    from arc_lab.pipeline import plan_chain
+    from arc_lab.plan import plan_chain
 
     cfg = compose(config_name="config", overrides=overrides)
-    run = to_run_config(cfg)
-    return cfg, run, plan_chain(cfg)
+    plan = plan_chain(cfg)
+    return cfg, plan[-1], plan
 
 
 def config_error(overrides: list[str]) -> str:
@@ -170,8 +170,9 @@ def test_model_path_hub_id_offline_fails_early(hydra_ctx, monkeypatch):
 def test_model_path_switches_to_that_checkpoint(hydra_ctx, tmp_path):
     """``model.path=<dir>`` on a preset of another source loads <dir> (source becomes pretrained, which
     config.yaml then records), not the preset's weights."""
+    from arc_lab.build import load_model as load_for_run
     from arc_lab.models import load_model, model_fingerprint
-    from arc_lab.pipeline import load_ref, root_ref
+    from arc_lab.plan import root_ref
 
     tiny = dict(
         hidden_size=16,
@@ -184,11 +185,11 @@ def test_model_path_switches_to_that_checkpoint(hydra_ctx, tmp_path):
     saved, tok = load_model(source="random", tiny=tiny, seed=5)
     saved.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    base_cfg, _, _ = validate(["stage=eval", "model=tiny_llama"])
+    _, base_run, _ = validate(["stage=eval", "model=tiny_llama"])
     cfg, run, plan = validate(["stage=eval", "model=tiny_llama", f"model.path={tmp_path}"])
     assert (cfg.model.source, run.model.source, plan[-1].model.source) == ("pretrained",) * 3
-    assert root_ref(cfg).key != root_ref(base_cfg).key  # the base-model caches do not mix the two
-    model, _ = load_ref(cfg, root_ref(cfg))
+    assert root_ref(run).key != root_ref(base_run).key  # the base-model caches do not mix the two
+    model, _ = load_for_run(run, root_ref(run).path)
     assert model_fingerprint(model) == model_fingerprint(saved)
 
 
@@ -204,7 +205,7 @@ def _empty_split_dir(root: Path) -> Path:
 
 def test_empty_training_file_is_named(tmp_path):
     from arc_lab.data.loaders import DataError
-    from arc_lab.stage import training_items
+    from arc_lab.data.training import training_items
 
     data = _empty_split_dir(tmp_path)
     with pytest.raises(DataError) as e:
@@ -216,17 +217,12 @@ def test_empty_training_file_is_named(tmp_path):
 
 
 def test_empty_cpt_source_is_named(tmp_path):
-    from omegaconf import OmegaConf
-
-    from arc_lab.config import DataConfig
     from arc_lab.data.loaders import DataError
-    from arc_lab.objectives.base import InputKind
-    from arc_lab.stage import build_examples
+    from arc_lab.data.training import cpt_documents
 
     data = _empty_split_dir(tmp_path)
-    cfg = OmegaConf.structured(DataConfig(name="t", cpt_sources=["builtin_prose", "sciq_support"]))
     with pytest.raises(DataError, match=f"^{data / 'sciq' / 'train.jsonl'}: no documents for CPT"):
-        build_examples(InputKind.PACKED, cfg, None, seq_len=8, seed=0, data_dir=str(data))
+        cpt_documents(["builtin_prose", "sciq_support"], data_dir=str(data), hub=False, cap=None)
 
 
 def test_empty_eval_split_is_named(tmp_path):

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arc_lab import dist
 from arc_lab.manifest import check_manifest, write_manifest
 from arc_lab.runinfo import save_torch
 from arc_lab.train.stepper import Stepper
@@ -106,7 +107,7 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of ``out_dir``, or None. Removes leftovers of killed saves."""
     root = _root(out_dir)
-    if root.is_dir() and _rank()[0] == 0:
+    if root.is_dir() and dist.rank() == 0:
         for tmp in root.glob(".tmp-*"):
             log.info("removing the unfinished checkpoint %s (a run was killed while saving)", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -121,7 +122,7 @@ def resume_checkpoint(out_dir: str | Path) -> Path | None:
     ``damaged-step-*`` (so that it neither counts among the ``keep`` newest nor is tried again). In a
     distributed run rank 0 checks and every rank gets its answer.
     """
-    rank, distributed = _rank()
+    rank, distributed = dist.rank(), dist.initialized()
     holder: list[str | None] = [None]
     if rank == 0:
         latest_checkpoint(out_dir)  # removes leftovers of killed saves
@@ -169,7 +170,7 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
         raise ValueError(f"keep={keep}: at least one checkpoint must be kept for resume")
     root = _root(out_dir)
     final = root / f"{PREFIX}{state.step:06d}"
-    rank, distributed = _rank()
+    rank, distributed = dist.rank(), dist.initialized()
     # In a DeepSpeed/torchrun run every rank writes its shard into the one temp dir rank 0 made;
     # rank 0 alone writes the loop state and renames, between barriers.
     holder = [None]
@@ -181,7 +182,7 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
     tmp = Path(holder[0])
     try:
         stepper.save(tmp)
-        _barrier(distributed)
+        dist.barrier()
         if rank == 0:
             state.rng = capture_rng()
             save_torch(asdict(state), tmp / "state.pt")  # an out-of-space error keeps errno + file
@@ -195,20 +196,8 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _barrier(distributed)
+    dist.barrier()
     return final
-
-
-def _rank() -> tuple[int, bool]:
-    """(rank, whether a process group is running)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), True
-    return 0, False
-
-
-def _barrier(distributed: bool) -> None:
-    if distributed:
-        torch.distributed.barrier()
 
 
 def load_checkpoint(path: str | Path, stepper: Stepper, *, signature: dict[str, Any]) -> LoopState:

@@ -33,8 +33,8 @@ shared-memory comm op once (~30 s, cached in ``$TORCH_EXTENSIONS_DIR``, default
 ``$ARC_LAB_CACHE/torch_extensions``); bf16 works there, fp16 does not.
 
 Public API: :func:`resolve_config`, :func:`load_config`, :func:`ensure_distributed_env`,
-:class:`DeepSpeedStepper`, :func:`deepspeed_stepper_factory`, :func:`make_stepper_factory`,
-:func:`dist_rank`, :func:`dist_world_size`.
+:class:`DeepSpeedStepper`, :func:`deepspeed_stepper_factory`, :func:`make_stepper_factory`.
+Ranks and barriers: :mod:`arc_lab.dist`.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from arc_lab import dist
 from arc_lab.train.stepper import lr_lambda, torch_stepper
 
 log = logging.getLogger(__name__)
@@ -199,20 +200,6 @@ def ensure_distributed_env() -> bool:
     return True
 
 
-def dist_rank() -> int:
-    """Global rank (0 without torch.distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
-def dist_world_size() -> int:
-    """Number of ranks (1 without torch.distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 # --------------------------------------------------------------------------------------- stepper
 class DeepSpeedStepper:
     """:class:`~arc_lab.train.stepper.Stepper` around a DeepSpeed engine.
@@ -314,9 +301,9 @@ class DeepSpeedStepper:
         return float(self.engine.get_lr()[0])
 
     def _same_dir_on_all_ranks(self, directory: Path) -> None:
-        if dist_world_size() == 1:
+        if dist.world_size() == 1:
             return
-        dirs: list[Any] = [None] * dist_world_size()
+        dirs: list[Any] = [None] * dist.world_size()
         torch.distributed.all_gather_object(dirs, str(Path(directory).resolve()))
         if len(set(dirs)) != 1:
             raise RuntimeError(

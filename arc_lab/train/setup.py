@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from arc_lab import dist
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.models import cache_root, model_fingerprint
 from arc_lab.objectives.base import InputKind, Objective
@@ -89,11 +89,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def data_parallel() -> tuple[int, int]:
-    """(world size, rank) of a DeepSpeed/torchrun launch, from the environment the launcher sets."""
-    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
 
 
 def total_steps(n_examples: int, optim: OptimConfig, world: int = 1) -> tuple[int, int]:
@@ -208,7 +203,7 @@ def prepare(
         )
     seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
     trainable = prepare_trainable(model, lora)
-    world, rank = data_parallel()
+    world, rank = dist.world_size(), dist.rank()
     if world > 1 and stepper_factory is torch_stepper:
         raise ValueError(
             f"WORLD_SIZE={world}: a multi-process launch needs a distributed stepper "
