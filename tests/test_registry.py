@@ -168,6 +168,7 @@ def fake_data(tmp_path) -> Path:
 
 
 def test_a_new_entry_is_loadable_without_touching_other_modules(fakes, fake_data):
+    from arc_lab.data.builders import build_pairs
     from arc_lab.data.loaders import dataset_fingerprint, load_mc
     from arc_lab.eval.runner import eval_data_inputs
     from arc_lab.eval.tasks import build_contexts
@@ -184,6 +185,13 @@ def test_a_new_entry_is_loadable_without_touching_other_modules(fakes, fake_data
         load_mc("tiny_support", "dev", fake_data)
     ctx = build_contexts("tiny_support", sup[:1], sup, 0)[0]
     assert ctx == f"{sup[0].support}\nQuestion: {sup[0].question}\nAnswer:"
+    pairs = build_pairs(load_mc("tiny_qa", "train", fake_data, duplicates="drop"))  # a training source too
+    assert len(pairs) == 30  # 10 questions x 3 distractors
+    assert (pairs[0].prompt, pairs[0].chosen, pairs[0].source) == (
+        "Question: Which property of sample 0 does a balance measure?\nAnswer:",
+        " the mass of sample 0",
+        "tiny_qa",
+    )
     fps = eval_data_inputs(["tiny_qa", "tiny_support"], fake_data, num_fewshot=2)
     assert sorted(fps) == ["tiny_qa/test", "tiny_qa/train", "tiny_support/test", "tiny_support/train"]
     assert fps["tiny_qa/test"] == dataset_fingerprint("tiny_qa", "test", fake_data)
