@@ -185,8 +185,10 @@ class DataConfig:
     #: read the Hugging Face Hub when no local directory is set
     hub: bool = False
     #: prose for CPT: builtin_prose | sciq_support | camel_biology | camel_chemistry | camel_physics
+    #: (arc_lab.data.registry.CPT_SOURCES)
     cpt_sources: list[str] = field(default_factory=lambda: ["builtin_prose"])
-    #: multiple-choice datasets whose *train* split builds SFT examples, pairs and lists
+    #: multiple-choice datasets whose *train* split builds SFT examples, pairs and lists: names in
+    #: arc_lab.data.registry.DATASETS (arc_challenge, sciq, builtin, ...)
     train_sources: list[str] = field(default_factory=lambda: ["builtin"])
     #: cap on training questions per source (null = all), applied after a seeded shuffle
     max_items_per_source: int | None = None
@@ -206,14 +208,13 @@ class DataConfig:
                 "use data.decontaminate=off (for allow_contamination=true), refuse (the old default) or "
                 "drop (the new default: train without the offending questions)"
             )
+        from arc_lab.data.registry import CPT_SOURCES, DATASETS
+
         _check_choice("data.decontaminate", self.decontaminate, ("drop", "refuse", "off"))
-        cpt_ok = ("builtin_prose", "sciq_support", "camel_biology", "camel_chemistry", "camel_physics")
         for s in self.cpt_sources:
-            _check_choice("data.cpt_sources[]", s, cpt_ok)
+            _check_choice("data.cpt_sources[]", s, CPT_SOURCES)
         for s in self.train_sources:
-            _check_choice(
-                "data.train_sources[]", s, ("builtin", "arc_challenge", "arc_easy", "openbookqa", "sciq")
-            )
+            _check_choice("data.train_sources[]", s, list(DATASETS))
         _check_int("data.max_items_per_source", self.max_items_per_source, 1, null="all")
         _check_int("data.max_cpt_texts", self.max_cpt_texts, 1, null="all")
 
@@ -329,6 +330,8 @@ class StageConfig:
 class EvalConfig:
     """lm-eval-parity evaluation (arc_lab.eval)."""
 
+    #: tasks scored: names in arc_lab.data.registry.DATASETS (arc_challenge, sciq, builtin, ...), whose
+    #: entries give each task's loader, prompt style and lm-eval harness YAML
     tasks: list[str] = field(default_factory=lambda: ["builtin"])
     num_fewshot: int = 0
     #: first N docs (int) or a fraction (< 1) of each task's test split; null = all
@@ -338,7 +341,7 @@ class EvalConfig:
     sample: int | None = None
     sample_seed: int = 0
     batch_size: int = 16
-    #: ours | lm_eval | both
+    #: ours | lm_eval | both (arc_lab.eval.runner.BACKENDS)
     backend: str = "ours"
     #: split scored: test (as lm-eval; reported numbers) | validation (model selection, e.g. hparams_search)
     split: str = "test"
@@ -352,14 +355,17 @@ class EvalConfig:
     every: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("eval.backend", self.backend, ("ours", "lm_eval", "both"))
+        from arc_lab.data.registry import DATASETS
+        from arc_lab.eval.runner import BACKENDS
+
+        _check_choice("eval.backend", self.backend, BACKENDS)
         _check_choice("eval.split", self.split, ("test", "validation"))
         if not self.tasks:
             raise ConfigError("eval.tasks=[]: expected at least one task")
         if self.sample is not None and (self.sample < 1 or self.backend != "ours"):
             raise ConfigError(f"eval.sample={self.sample}: expected >= 1 with eval.backend=ours")
         for t in self.tasks:
-            _check_choice("eval.tasks[]", t, ("arc_challenge", "arc_easy", "openbookqa", "sciq", "builtin"))
+            _check_choice("eval.tasks[]", t, list(DATASETS))
         _check_int("eval.num_fewshot", self.num_fewshot, 0)
         _check_int("eval.batch_size", self.batch_size, 1)
         _check_int("eval.max_length", self.max_length, 1, null="derived from the model config")
@@ -376,7 +382,7 @@ class EvalConfig:
 class LoggerConfig:
     """Where metrics go besides the run folder's metrics log."""
 
-    #: online | offline | disabled
+    #: online | offline | disabled (arc_lab.train.loggers.WANDB_MODES)
     wandb: str = "disabled"
     project: str = "arc_lab"
     entity: str | None = None
@@ -384,7 +390,9 @@ class LoggerConfig:
     group: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("logger.wandb", self.wandb, ("online", "offline", "disabled"))
+        from arc_lab.train.loggers import WANDB_MODES
+
+        _check_choice("logger.wandb", self.wandb, WANDB_MODES)
 
 
 @dataclass

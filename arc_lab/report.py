@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from arc_lab.eval.outputs import METADATA_KEYS
+from arc_lab.data.loaders import DataError
+from arc_lab.eval.outputs import METADATA_KEYS, read_samples
 from arc_lab.report_plot import plot_runs
 from arc_lab.stage_kinds import trained_kinds
 from arc_lab.stats import PairedComparison, PairingError, compare_paired, disagree, pair_samples
@@ -331,13 +332,10 @@ def load_samples(run: Run, task: str) -> list[dict[str, Any]]:
         ReportError: if the file is malformed, or its item count or accuracy disagrees with metrics.json.
     """
     path = run.path / "samples" / f"{task}.jsonl"
-    records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ReportError(f"{path}:{lineno}: not valid JSON ({err})") from None
+    try:
+        records = read_samples(path)
+    except DataError as err:  # names the file and line
+        raise ReportError(str(err)) from None
     m = run.tasks[task]
     if len(records) != m.n:
         raise ReportError(f"{path}: {len(records)} sample lines but metrics.json says n={m.n}")

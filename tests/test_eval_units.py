@@ -158,3 +158,29 @@ def test_run_eval_rejects_bad_arguments():
         run_eval("ours", None, None, tasks=["hellaswag"], num_fewshot=0)
     with pytest.raises(ValueError, match="no entry"):
         run_eval("ours", None, None, tasks=["arc_challenge"], num_fewshot={"sciq": 0}, task_items={})
+
+
+def test_sample_files_have_one_reader_that_the_report_uses(tmp_path):
+    """Sample lines keep non-ASCII text unescaped, so a record may hold U+2028 (which ``str.splitlines``
+    would split on): the evaluator's reader and the report read it back alike, and a broken line is named
+    by file and line."""
+    from arc_lab.data.loaders import DataError
+    from arc_lab.eval.ours import sample_record
+    from arc_lab.report import ReportError, discover_runs, load_samples
+
+    items = [_item(0, id="q\u2028line-separated"), _item(1)]
+    recs = [
+        sample_record("arc_challenge", i, it, "ctx", [-1.0, -2.0, -3.0], [1, 1, 1])
+        for i, it in enumerate(items)
+    ]
+    metrics = {"arc_challenge": task_metrics(recs, num_fewshot=0, fingerprint="f"), "model_fingerprint": "m"}
+    write_outputs(tmp_path, metrics, {"arc_challenge": recs})
+    path = tmp_path / "samples" / "arc_challenge.jsonl"
+    assert "\u2028" in path.read_text(encoding="utf-8")
+    (run,) = discover_runs(tmp_path)
+    assert read_samples(path) == recs == load_samples(run, "arc_challenge")
+    path.write_text(path.read_text(encoding="utf-8") + "{not json\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"arc_challenge.jsonl line 3: invalid JSON"):
+        read_samples(path)
+    with pytest.raises(ReportError, match=r"arc_challenge.jsonl line 3: invalid JSON"):
+        load_samples(run, "arc_challenge")

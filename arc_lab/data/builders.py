@@ -1,7 +1,8 @@
 """Turn loaded data into training inputs: packed CPT blocks, preference pairs, ranked lists, SFT examples.
 
-All question-answer examples use lm-eval's ARC layout (``"Question: {q}\\nAnswer:"`` + ``" " + choice``) for
-every source, OpenBookQA and SciQ included, so that training optimises the strings the ARC harness scores.
+All question-answer examples use lm-eval's ARC layout (``"Question: {q}\\nAnswer:"``, from
+:func:`arc_lab.data.registry.question_prompt`, + ``" " + choice``) for every source, OpenBookQA and SciQ
+included, so that training optimises the strings the ARC harness scores.
 
 Decontamination is explicit: :func:`decontaminate_items` finds training questions that equal an evaluation
 question after normalisation and, per ``data.decontaminate``, drops them (``drop``, the default), refuses
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from arc_lab.data.loaders import CAMEL_SUBJECTS, DataSourceError, load_camel, load_mc
+from arc_lab.data.loaders import DataSourceError, load_camel, load_mc
 from arc_lab.data.records import MCItem
+from arc_lab.data.registry import CAMEL_SUBJECTS, CPT_SOURCES, question_prompt
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +51,12 @@ def builtin_texts() -> list[str]:
     return builtin_prose()
 
 
-#: CPT sources accepted by :func:`cpt_texts`.
-CPT_SOURCES = ("builtin_prose", "sciq_support", *(f"camel_{s}" for s in CAMEL_SUBJECTS))
-
-
 def cpt_texts(sources: Sequence[str], data_dir: str | Path | None = None, hub: bool = False) -> list[str]:
     """Concatenate the prose of several sources, in the order given.
 
     Args:
-        sources: names from :data:`CPT_SOURCES` (``builtin_prose``, ``sciq_support``, ``camel_biology``, ...;
-            the names ``data.cpt_sources`` accepts).
+        sources: names from :data:`arc_lab.data.registry.CPT_SOURCES` (``builtin_prose``, ``sciq_support``,
+            ``camel_biology``, ...; the names ``data.cpt_sources`` accepts).
         data_dir: local data folder (default ``$ARC_LAB_DATA_DIR``).
         hub: read the Hub when no local folder is configured.
 
@@ -178,11 +176,6 @@ class SFTExample:
     source: str
 
 
-def arc_prompt(question: str) -> str:
-    """lm-eval's ARC ``doc_to_text``: ``"Question: {question}\\nAnswer:"``."""
-    return f"Question: {question}\nAnswer:"
-
-
 def continuation(text: str) -> str:
     """A choice as lm-eval scores it: the target delimiter ``" "`` then the text."""
     return " " + text
@@ -198,7 +191,7 @@ def build_pairs(items: Iterable[MCItem], drop_identical: bool = True) -> list[Pr
     """
     pairs, dropped = [], 0
     for item in items:
-        prompt, gold = arc_prompt(item.question), item.choices[item.gold]
+        prompt, gold = question_prompt(item.question), item.choices[item.gold]
         for j, text in enumerate(item.choices):
             if j == item.gold:
                 continue
@@ -215,7 +208,7 @@ def build_lists(items: Iterable[MCItem]) -> list[ListExample]:
     """One :class:`ListExample` per question, all choices kept in dataset order."""
     return [
         ListExample(
-            arc_prompt(item.question),
+            question_prompt(item.question),
             tuple(continuation(c) for c in item.choices),
             item.gold,
             item.id,
@@ -228,7 +221,9 @@ def build_lists(items: Iterable[MCItem]) -> list[ListExample]:
 def build_sft(items: Iterable[MCItem]) -> list[SFTExample]:
     """One :class:`SFTExample` (prompt, gold continuation) per question."""
     return [
-        SFTExample(arc_prompt(item.question), continuation(item.choices[item.gold]), item.id, item.source)
+        SFTExample(
+            question_prompt(item.question), continuation(item.choices[item.gold]), item.id, item.source
+        )
         for item in items
     ]
 

@@ -1,5 +1,8 @@
 """Loaders for the science multiple-choice sets (ARC-C/E, OpenBookQA, SciQ, builtin) and CAMEL-AI prose.
 
+Which sets exist, how their rows parse and where their Hub copies are is the table in
+:mod:`arc_lab.data.registry`; this module reads it at call time.
+
 Every loader returns :class:`~arc_lab.data.records.MCItem` records, whatever the source:
 
 * a local directory laid out like ``../shared/data``: ``<data_dir>/<dataset>/<split>.jsonl``, where the
@@ -39,17 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from arc_lab.data.records import SPLITS, MCItem
+from arc_lab.data.registry import CAMEL_SUBJECTS, DATASETS, DataSet, get_dataset
 
 log = logging.getLogger(__name__)
-
-#: Datasets :func:`load_mc` knows, with their Hub (path, config name).
-HUB_DATASETS: dict[str, tuple[str, str | None]] = {
-    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge"),
-    "arc_easy": ("allenai/ai2_arc", "ARC-Easy"),
-    "openbookqa": ("allenai/openbookqa", "main"),
-    "sciq": ("allenai/sciq", None),
-}
-DATASETS = (*HUB_DATASETS, "builtin")
 
 #: Accepted split names -> canonical name.
 SPLIT_ALIASES = {
@@ -62,7 +57,6 @@ SPLIT_ALIASES = {
 #: File stems a canonical split may be stored under.
 SPLIT_FILES = {"train": ("train",), "validation": ("validation", "dev", "valid"), "test": ("test",)}
 
-CAMEL_SUBJECTS = ("biology", "chemistry", "physics")
 DATA_DIR_ENV = "ARC_LAB_DATA_DIR"
 _LOCAL_HINT = (
     f"set ${DATA_DIR_ENV} or data.data_dir to a folder laid out like ../shared/data "
@@ -91,9 +85,17 @@ def canonical_split(split: str) -> str:
     return SPLIT_ALIASES[split]
 
 
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}: expected one of {list(DATASETS)}")
+def _dataset_split(dataset: str, split: str) -> tuple[DataSet, str]:
+    """The registry entry of ``dataset`` and the canonical name of ``split``, checked to be one it has.
+
+    Raises:
+        ValueError: an unknown dataset or split, listing the accepted names.
+    """
+    spec = get_dataset(dataset)
+    split = canonical_split(split)
+    if split not in spec.splits:
+        raise ValueError(f"{dataset} has no {split} split: its splits are {list(spec.splits)}")
+    return spec, split
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
@@ -125,7 +127,8 @@ def split_file(data_dir: str | Path, dataset: str, split: str) -> Path:
 
 def split_location(dataset: str, split: str, data_dir: str | Path | None = None, hub: bool = False) -> str:
     """Where :func:`load_mc` reads a split from, for messages: the file, the built-in set or the Hub."""
-    if dataset == "builtin":
+    spec = get_dataset(dataset)
+    if spec.loader == "builtin":
         return f"the built-in set's {canonical_split(split)} split (arc_lab.data.builtin)"
     root = resolve_data_dir(data_dir)
     if root is not None:
@@ -133,9 +136,8 @@ def split_location(dataset: str, split: str, data_dir: str | Path | None = None,
             return str(split_file(root, dataset, split))
         except DataSourceError:
             return str(root / dataset)
-    if hub:
-        path, name = HUB_DATASETS[dataset]
-        return f"the Hub dataset {path}{'/' + name if name else ''} ({canonical_split(split)})"
+    if hub and spec.hub_path:
+        return f"the Hub dataset {spec.hub_label} ({canonical_split(split)})"
     return f"{dataset}/{canonical_split(split)} (no data folder configured)"
 
 
@@ -258,11 +260,14 @@ def parse_choice_row(row: dict[str, Any], *, source: str, split: str, where: str
     )
 
 
-def parse_sciq_row(row: dict[str, Any], *, split: str, index: int, where: str) -> MCItem:
+def parse_sciq_row(
+    row: dict[str, Any], *, split: str, index: int, where: str, source: str = "sciq"
+) -> MCItem:
     """One SciQ row as an :class:`MCItem`: choices ``[distractor1, distractor2, distractor3, correct]``.
 
-    The order is lm-eval's, so gold is always 3. SciQ has no ids: the id is ``sciq-<split>-<index>``
-    (0-based row index in the split). ``support`` may be empty but must be present.
+    The order is lm-eval's, so gold is always 3. SciQ has no ids: the id is ``<source>-<split>-<index>``
+    (0-based row index in the split; ``sciq-test-0``). ``support`` may be empty but must be present.
+    ``source`` is the data set's name (any data set registered with ``loader="sciq"``).
 
     Raises:
         DataError: naming ``where`` and the offending field.
@@ -279,11 +284,11 @@ def parse_sciq_row(row: dict[str, Any], *, split: str, index: int, where: str) -
     if not isinstance(support, str):
         raise DataError(f"{where}: field 'support' = {support!r} is not a str")
     return MCItem(
-        id=f"sciq-{split}-{index}",
+        id=f"{source}-{split}-{index}",
         question=question,
         choices=choices,
         gold=3,
-        source="sciq",
+        source=source,
         split=split,
         support=support,
     )
@@ -299,7 +304,7 @@ def parse_rows(
 
     Args:
         rows: ``(where, row)``; ``where`` names the file and line (``arc_easy/test.jsonl line 3``).
-        dataset: dataset name (decides the row schema).
+        dataset: dataset name (its registry entry's ``loader`` decides the row schema).
         split: canonical split name.
         duplicates: ``error`` or ``drop`` (see the module docstring).
 
@@ -308,13 +313,23 @@ def parse_rows(
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates={duplicates!r}: expected one of {DUPLICATES}")
-    parsed = []
-    for index, (where, row) in enumerate(rows):
-        if dataset == "sciq":
-            parsed.append((where, parse_sciq_row(row, split=split, index=index, where=where)))
-        else:
-            parsed.append((where, parse_choice_row(row, source=dataset, split=split, where=where)))
+    loader = get_dataset(dataset).loader
+    if loader not in _ROW_PARSERS:
+        raise ValueError(f"{dataset}: loader={loader!r} has no rows to parse (it is generated)")
+    parse = _ROW_PARSERS[loader]
+    parsed = [(where, parse(row, dataset, split, index, where)) for index, (where, row) in enumerate(rows)]
     return _handle_duplicates(parsed, dataset, split, duplicates)
+
+
+#: Row parsers by registry ``loader``: ``(row, dataset, split, row index, where) -> MCItem``.
+_ROW_PARSERS = {
+    "choice": lambda row, dataset, split, index, where: parse_choice_row(
+        row, source=dataset, split=split, where=where
+    ),
+    "sciq": lambda row, dataset, split, index, where: parse_sciq_row(
+        row, split=split, index=index, where=where, source=dataset
+    ),
+}
 
 
 def _content(item: MCItem) -> tuple:
@@ -322,22 +337,28 @@ def _content(item: MCItem) -> tuple:
     return (item.question, item.choices, item.gold, item.labels, item.support)
 
 
+def _has_ids(dataset: str) -> bool:
+    """Whether rows carry their own ids (``choice``); ``sciq`` rows are told apart by content."""
+    return get_dataset(dataset).loader != "sciq"
+
+
 def _handle_duplicates(
     parsed: list[tuple[str, MCItem]], dataset: str, split: str, policy: str
 ) -> list[MCItem]:
     """Apply the duplicates ``policy`` to parsed ``(where, item)`` rows; return the items kept."""
+    has_ids = _has_ids(dataset)
     first: dict[Any, tuple[str, MCItem]] = {}  # duplicate key -> (where, item) of its first row
     repeats: list[tuple[str, str]] = []  # (where of the first row, where of the repeat)
     keep: list[MCItem] = []
     for where, item in parsed:
-        key = _content(item) if dataset == "sciq" else item.id
+        key = item.id if has_ids else _content(item)
         if key not in first:
             first[key] = (where, item)
             keep.append(item)
             continue
         where0, item0 = first[key]
         if policy == "error":
-            what = "the same row" if dataset == "sciq" else f"duplicate id {item.id!r}"
+            what = f"duplicate id {item.id!r}" if has_ids else "the same row"
             raise DataError(
                 f"{where}: {what} as {where0}: an evaluation split must not score a question twice; "
                 f"remove the repeated row ({_count_repeats(parsed, dataset)} repeated rows in this file)"
@@ -355,7 +376,7 @@ def _handle_duplicates(
             dataset,
             split,
             len(repeats),
-            "" if dataset == "sciq" else " with the same id",
+            " with the same id" if has_ids else "",
             shown,
             " ..." if len(repeats) > 5 else "",
         )
@@ -363,7 +384,8 @@ def _handle_duplicates(
 
 
 def _count_repeats(parsed: list[tuple[str, MCItem]], dataset: str) -> int:
-    keys = [_content(item) if dataset == "sciq" else item.id for _, item in parsed]
+    has_ids = _has_ids(dataset)
+    keys = [item.id if has_ids else _content(item) for _, item in parsed]
     return len(keys) - len(set(keys))
 
 
@@ -378,20 +400,20 @@ def load_mc(
     """Load one split of a multiple-choice dataset as :class:`MCItem` records, in file order.
 
     Args:
-        dataset: ``arc_challenge``, ``arc_easy``, ``openbookqa``, ``sciq`` or ``builtin``.
-        split: ``train``, ``validation`` (aliases ``dev``, ``valid``) or ``test``.
+        dataset: a name in :data:`arc_lab.data.registry.DATASETS` (``arc_challenge``, ``arc_easy``,
+            ``openbookqa``, ``sciq``, ``builtin``); its entry says how the rows parse and where the Hub copy is.
+        split: ``train``, ``validation`` (aliases ``dev``, ``valid``) or ``test``; one the data set has.
         data_dir: a folder laid out like ``../shared/data``; default ``$ARC_LAB_DATA_DIR``.
         hub: read the Hugging Face Hub when no local folder is configured.
         duplicates: ``error`` (evaluation splits) or ``drop`` (training data): see the module docstring.
 
     Raises:
-        ValueError: unknown dataset or split.
+        ValueError: unknown dataset or split (or a split the dataset does not have).
         DataSourceError: no data folder and no Hub, a missing file, or a failed Hub download.
         DataError: a malformed row (file, line and field are named), a duplicate ``duplicates`` refuses.
     """
-    _check_dataset(dataset)
-    split = canonical_split(split)
-    if dataset == "builtin":
+    spec, split = _dataset_split(dataset, split)
+    if spec.loader == "builtin":
         from arc_lab.data.builtin import builtin_items
 
         return builtin_items(split)
@@ -401,49 +423,54 @@ def load_mc(
         where = f"{dataset}/{path.name}"
         rows = ((f"{where} line {n}", row) for n, row in read_jsonl(path, where))
         return parse_rows(rows, dataset, split, duplicates)
+    if hub and spec.hub_path:
+        return _load_hub(spec, split, duplicates)
     if hub:
-        return _load_hub(dataset, split, duplicates)
+        raise DataSourceError(f"{dataset}/{split}: {dataset} has no Hub copy (no hub_path); {_LOCAL_HINT}")
     raise DataSourceError(f"{dataset}/{split}: no data folder is configured; {_WHERE_HINT}")
 
 
-def _load_hub(dataset: str, split: str, duplicates: str = "error") -> list[MCItem]:
+def _load_hub(spec: DataSet, split: str, duplicates: str = "error") -> list[MCItem]:
     """Read a split from the Hub; any failure becomes a :class:`DataSourceError` naming the dataset."""
-    path, name = HUB_DATASETS[dataset]
+    dataset = spec.name
     try:
         import datasets
 
-        rows = datasets.load_dataset(path, name, split=split)
+        rows = datasets.load_dataset(spec.hub_path, spec.hub_config, split=split)
     except Exception as e:  # network, offline mode, missing repo: all mean "not available here"
         raise DataSourceError(
-            f"{dataset}/{split}: could not read {path}"
-            f"{'/' + name if name else ''} from the Hub ({type(e).__name__}: {e}); "
+            f"{dataset}/{split}: could not read {spec.hub_label} from the Hub ({type(e).__name__}: {e}); "
             f"if offline, {_LOCAL_HINT}"
         ) from e
-    label = f"hub {path}{'/' + name if name else ''} {split}"
+    label = f"hub {spec.hub_label} {split}"
     return parse_rows(
         ((f"{label} row {i}", dict(row)) for i, row in enumerate(rows)), dataset, split, duplicates
     )
 
 
-def records_fingerprint(items: Iterable[MCItem]) -> str:
-    """Short sha256 over the records' canonical JSON (for data that has no file: builtin, Hub)."""
+def records_fingerprint(items: Iterable[MCItem], *, origin: bool = True) -> str:
+    """Short sha256 over the records' canonical JSON: one line ``[id, question, choices, gold, source,
+    split, labels, support]`` per item.
+
+    Two callers, two values, kept apart because both are already stored:
+
+    * ``origin=True`` (with ``source`` and ``split``): :func:`dataset_fingerprint` of data that has no file
+      (builtin, the Hub). It enters the stage and eval cache keys and ``metrics.json``.
+    * ``origin=False`` (the line without ``source`` and ``split``): items handed to
+      :func:`arc_lab.eval.runner.run_eval` in memory (``task_items``: tests, benchmarks), whose
+      ``metrics.json`` records it as the task's ``dataset_fingerprint``.
+
+    Args:
+        items: the records, in order.
+        origin: include each record's ``source`` and ``split``.
+    """
     h = hashlib.sha256()
     for item in items:
-        h.update(
-            json.dumps(
-                [
-                    item.id,
-                    item.question,
-                    list(item.choices),
-                    item.gold,
-                    item.source,
-                    item.split,
-                    list(item.labels),
-                    item.support,
-                ],
-                ensure_ascii=False,
-            ).encode("utf-8")
-        )
+        line: list[Any] = [item.id, item.question, list(item.choices), item.gold]
+        if origin:
+            line += [item.source, item.split]
+        line += [list(item.labels), item.support]
+        h.update(json.dumps(line, ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()[:16]
 
@@ -463,10 +490,9 @@ def dataset_fingerprint(
     """
     from arc_lab.manifest import file_digest
 
-    _check_dataset(dataset)
-    split = canonical_split(split)
+    spec, split = _dataset_split(dataset, split)
     root = resolve_data_dir(data_dir)
-    if dataset == "builtin" or root is None:
+    if spec.loader == "builtin" or root is None:
         return records_fingerprint(load_mc(dataset, split, data_dir, hub=hub))
     return file_digest(split_file(root, dataset, split))[:16]
 
@@ -576,7 +602,6 @@ def _camel_hub_zip(subject: str) -> Path:
 __all__ = [
     "CAMEL_SUBJECTS",
     "DATASETS",
-    "HUB_DATASETS",
     "SPLITS",
     "SPLIT_ALIASES",
     "DataError",

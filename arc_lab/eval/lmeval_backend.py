@@ -1,6 +1,7 @@
 """The ``lm_eval`` backend: run lm-evaluation-harness 0.4.x itself on our data and our in-memory model.
 
-The task YAML ``include``s the installed harness YAML (``tasks/arc/arc_easy.yaml``, ``openbookqa.yaml``,
+The task YAML ``include``s the installed harness YAML named by the task's registry entry
+(:attr:`arc_lab.data.registry.DataSet.harness_yaml`: ``tasks/arc/arc_easy.yaml``, ``openbookqa.yaml``,
 ``sciq.yaml``) and only swaps the dataset for local Hub-schema jsonl files written from our MCItems, so prompts,
 few-shot draws and scoring are lm-eval's own. Runs fully offline (``HF_DATASETS_OFFLINE=1``,
 ``HF_HUB_OFFLINE=1``). Results come back in our samples/metrics format, computed from lm-eval's per-sample
@@ -19,15 +20,14 @@ from arc_lab.data.records import MCItem
 from arc_lab.eval.ours import encode_question, sample_record
 from arc_lab.eval.tasks import EVAL_SPLIT, FEWSHOT_SPLIT, check_task
 
-#: The harness YAML each prompt style includes (relative to the installed ``lm_eval/tasks``).
-HARNESS_YAML = {"arc": "arc/arc_easy.yaml", "obqa": "openbookqa/openbookqa.yaml", "sciq": "sciq/sciq.yaml"}
 HFLM_BATCH_SIZE = 8
 LABELS = "ABCDEFGHIJ"
 
 
 def hub_row(task: str, item: MCItem) -> dict:
-    """``item`` in the Hub schema the task's harness YAML reads (ARC / OpenBookQA / SciQ)."""
-    style = check_task(task)
+    """``item`` in the Hub schema the task's harness YAML reads: the layout of its prompt style (ARC /
+    OpenBookQA / SciQ)."""
+    style = check_task(task).prompt
     if style == "sciq":
         if len(item.choices) != 4 or item.gold != 3:
             raise ValueError(
@@ -61,7 +61,7 @@ def write_task(
     """Write ``<task_dir>/<task>/{train,test}.jsonl`` and a task YAML; returns the harness task name."""
     import lm_eval
 
-    style = check_task(task)
+    spec = check_task(task)
     name = f"arclab_{task}"
     folder = task_dir / task
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def write_task(
                 f.write(
                     json.dumps(hub_row(task, item)) + "\n"
                 )  # ASCII escapes: U+2028 etc. stay inside lines
-    base = Path(lm_eval.__file__).parent / "tasks" / HARNESS_YAML[style]
+    base = Path(lm_eval.__file__).parent / "tasks" / spec.harness_yaml
     # JSON is valid YAML: no quoting pitfalls with paths.
     lines = [
         f"include: {json.dumps(str(base))}",

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from arc_lab.data.records import MCItem
+from arc_lab.data.loaders import read_jsonl
 from arc_lab.eval.metrics import aggregate
 
 #: Top-level keys of ``metrics.json`` that describe the run rather than a task.
 METADATA_KEYS = ("model_fingerprint", "backend", "parity", "lm_eval")
-
-
-def items_fingerprint(items: Sequence[MCItem]) -> str:
-    """Short sha256 over the items' content (used when the data module offers no fingerprint)."""
-    h = hashlib.sha256()
-    for it in items:
-        h.update(
-            json.dumps(
-                [it.id, it.question, list(it.choices), it.gold, list(it.labels), it.support],
-                ensure_ascii=False,
-            ).encode("utf-8")
-        )
-        h.update(b"\n")
-    return h.hexdigest()[:16]
-
-
-def dataset_fingerprint(task: str, split: str, data_dir) -> str:
-    """The data module's fingerprint of the file (or generated set) a task's eval split was read from."""
-    from arc_lab.data.loaders import dataset_fingerprint as loader_fp
-
-    return loader_fp(task, split, data_dir)
 
 
 def task_metrics(samples: Sequence[dict], *, num_fewshot: int, fingerprint: str) -> dict:
@@ -67,6 +45,13 @@ def write_outputs(out_dir: str | Path, metrics: dict, samples: dict[str, list[di
 
 
 def read_samples(path: str | Path) -> list[dict]:
-    """Read a ``samples/<task>.jsonl`` file back."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Read a ``samples/<task>.jsonl`` file back: one record per non-blank line, in file order.
+
+    The one reader of sample files (the report reads them with it too). Lines are split on ``"\\n"`` only
+    (:func:`arc_lab.data.loaders.read_jsonl`), since :func:`write_outputs` leaves non-ASCII text unescaped.
+
+    Raises:
+        DataError: bytes that are not UTF-8, invalid JSON or a line that is not an object, naming the file
+            and line.
+    """
+    return [record for _, record in read_jsonl(path)]

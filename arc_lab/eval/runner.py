@@ -10,7 +10,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from arc_lab.eval.outputs import dataset_fingerprint, task_metrics, write_outputs
+from arc_lab.data.loaders import dataset_fingerprint, records_fingerprint
+from arc_lab.eval.outputs import task_metrics, write_outputs
 from arc_lab.eval.tasks import EVAL_SPLIT, FEWSHOT_SPLIT, check_task
 from arc_lab.runinfo import disk_full_guard
 
@@ -153,7 +154,11 @@ def run_eval(
     shots = _fewshot_map(tasks, num_fewshot)
     items = task_items if task_items is not None else {t: load_task_items(t, data_dir, split) for t in tasks}
     fps = {
-        t: (dataset_fingerprint(t, split, data_dir) if task_items is None else _items_fp(items[t][0]))
+        t: (
+            dataset_fingerprint(t, split, data_dir)
+            if task_items is None
+            else records_fingerprint(items[t][0], origin=False)  # in-memory items: no file to hash
+        )
         for t in tasks
     }
     from arc_lab.models import model_fingerprint
@@ -219,12 +224,6 @@ def run_eval(
             if backend == "both":
                 write_outputs(Path(out_dir) / "lm_eval", metrics["lm_eval"], samples["lm_eval"])
     return result
-
-
-def _items_fp(items) -> str:
-    from arc_lab.eval.outputs import items_fingerprint
-
-    return items_fingerprint(items)
 
 
 def _log_parity(parity: dict) -> None:

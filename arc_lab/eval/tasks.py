@@ -2,8 +2,9 @@
 
 Every rule here mirrors a line of lm-eval (see ``../shared/docs/lmeval-parity.md`` §1-2):
 
-* ``doc_to_text`` per task: ARC / builtin ``"Question: {q}\\nAnswer:"``; OpenBookQA the raw question stem;
-  SciQ ``support.lstrip() + "\\nQuestion: {q}\\nAnswer:"``.
+* ``doc_to_text`` per task (its prompt style in :data:`arc_lab.data.registry.DATASETS`): ARC / builtin
+  ``"Question: {q}\\nAnswer:"``; OpenBookQA the raw question stem; SciQ
+  ``support.lstrip() + "\\nQuestion: {q}\\nAnswer:"``.
 * The target delimiter is ``" "``, the few-shot delimiter ``"\\n\\n"``; a few-shot block is
   ``doc_to_text(fs) + " " + gold_text(fs) + "\\n\\n"``; the eval part has no trailing space.
 * Few-shot examples come from the train split, drawn by ONE ``random.Random(1234)`` per task, advanced doc
@@ -18,15 +19,8 @@ import random
 from collections.abc import Sequence
 
 from arc_lab.data.records import MCItem
+from arc_lab.data.registry import DATASETS, DataSet
 
-#: Tasks the evaluator knows, with the harness prompt style each one uses.
-TASK_STYLES = {
-    "arc_challenge": "arc",
-    "arc_easy": "arc",
-    "builtin": "arc",
-    "openbookqa": "obqa",
-    "sciq": "sciq",
-}
 #: lm-eval's ``DEFAULT_OTHER_SEED``: the few-shot sampler seed set by ``simple_evaluate``.
 FEWSHOT_SEED = 1234
 TARGET_DELIMITER = " "
@@ -35,21 +29,20 @@ EVAL_SPLIT = "test"
 FEWSHOT_SPLIT = "train"
 
 
-def check_task(task: str) -> str:
-    """Return the prompt style of ``task`` or raise naming the known tasks."""
-    if task not in TASK_STYLES:
-        raise ValueError(f"eval task {task!r} is unknown: expected one of {sorted(TASK_STYLES)}")
-    return TASK_STYLES[task]
+def check_task(task: str) -> DataSet:
+    """The registry entry of eval task ``task`` (every registered data set is an eval task).
+
+    Raises:
+        ValueError: ``task`` is not registered; the message lists the known tasks.
+    """
+    if task not in DATASETS:
+        raise ValueError(f"eval task {task!r} is unknown: expected one of {sorted(DATASETS)}")
+    return DATASETS[task]
 
 
 def doc_to_text(task: str, item: MCItem) -> str:
     """The question part of a prompt, exactly as the task's lm-eval YAML renders it."""
-    style = check_task(task)
-    if style == "arc":
-        return f"Question: {item.question}\nAnswer:"
-    if style == "obqa":
-        return item.question
-    return f"{item.support.lstrip()}\nQuestion: {item.question}\nAnswer:"
+    return check_task(task).doc_to_text(item)
 
 
 def gold_text(item: MCItem) -> str:

@@ -1,0 +1,237 @@
+"""The data-set registry (arc_lab.data.registry) is the one list of data sets and eval tasks.
+
+* Config validation reads it (and runner.BACKENDS, loggers.WANDB_MODES): every entry is accepted, any other
+  name is refused with the list of registered names.
+* A new eval task is one entry: a fake entry added with ``monkeypatch.setitem`` (no other module touched) is
+  loaded, fingerprinted and scored by both backends, with lm-eval rendering exactly our prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from arc_lab.config import ConfigError, DataConfig, EvalConfig, LoggerConfig, register_configs, to_run_config
+from arc_lab.data import registry
+from arc_lab.data.records import MCItem
+from arc_lab.data.registry import CPT_SOURCES, DATASETS, DataSet
+
+ROOT = Path(__file__).resolve().parents[1]
+register_configs()
+
+#: Two fake tasks that reuse existing row schemas and prompt styles: one entry each.
+FAKES = (
+    DataSet("tiny_qa", "choice", "arc", "arc/arc_easy.yaml"),
+    DataSet("tiny_support", "sciq", "sciq", "sciq/sciq.yaml", splits=("train", "test")),
+)
+
+
+@pytest.fixture()
+def hydra_ctx():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture()
+def fakes(monkeypatch):
+    for spec in FAKES:
+        monkeypatch.setitem(DATASETS, spec.name, spec)
+    return FAKES
+
+
+# ----------------------------------------------------------------------------------------- validation
+def test_every_registry_name_is_accepted_and_others_are_refused_with_the_list():
+    from arc_lab.eval.runner import BACKENDS
+    from arc_lab.train.loggers import WANDB_MODES
+
+    for name in DATASETS:
+        assert EvalConfig(tasks=[name]).tasks == [name]
+        assert DataConfig(name="d", train_sources=[name]).train_sources == [name]
+    for source in CPT_SOURCES:
+        assert DataConfig(name="d", cpt_sources=[source]).cpt_sources == [source]
+    for backend in BACKENDS:
+        assert EvalConfig(backend=backend).backend == backend
+    for mode in WANDB_MODES:
+        assert LoggerConfig(wandb=mode).wandb == mode
+
+    known = list(DATASETS)
+    with pytest.raises(ConfigError) as e:
+        EvalConfig(tasks=["builtin", "hellaswag"])
+    assert str(e.value) == f"eval.tasks[]='hellaswag': expected one of {known}"
+    with pytest.raises(ConfigError) as e:
+        DataConfig(name="d", train_sources=["hellaswag"])
+    assert str(e.value) == f"data.train_sources[]='hellaswag': expected one of {known}"
+    with pytest.raises(ConfigError, match=r"data.cpt_sources\[\]='wiki': expected one of \['builtin_prose'"):
+        DataConfig(name="d", cpt_sources=["wiki"])
+    with pytest.raises(
+        ConfigError, match=r"eval.backend='fast': expected one of \['ours', 'lm_eval', 'both'\]"
+    ):
+        EvalConfig(backend="fast")
+    with pytest.raises(ConfigError, match=r"logger.wandb='cloud': expected one of \['online'"):
+        LoggerConfig(wandb="cloud")
+
+
+def test_validation_reads_the_registry_at_call_time(hydra_ctx, monkeypatch):
+    """A name is valid exactly while the registry holds it: the composed config is refused, then accepted
+    once the entry exists (no list in config.py to keep in step)."""
+    overrides = ["eval.tasks=[tiny_qa]", "data.train_sources=[tiny_qa]", "stage=dpo_cpu", "objective=dpo"]
+    with pytest.raises(ConfigError, match=r"\[\]='tiny_qa': expected one of \['arc_challenge'"):
+        to_run_config(compose(config_name="config", overrides=overrides))
+    monkeypatch.setitem(DATASETS, "tiny_qa", FAKES[0])
+    run = to_run_config(compose(config_name="config", overrides=overrides))
+    assert run.eval.tasks == ["tiny_qa"] and run.data.train_sources == ["tiny_qa"]
+
+
+def test_an_entry_is_checked_when_it_is_made():
+    with pytest.raises(ValueError, match=r"loader='csv': expected one of \['choice', 'sciq', 'builtin'\]"):
+        DataSet("x", "csv", "arc", "arc/arc_easy.yaml")
+    with pytest.raises(ValueError, match=r"prompt='mmlu': expected one of \['arc', 'obqa', 'sciq'\]"):
+        DataSet("x", "choice", "mmlu", "arc/arc_easy.yaml")
+    with pytest.raises(ValueError, match=r"splits \['dev'\] are not canonical"):
+        DataSet("x", "choice", "arc", "arc/arc_easy.yaml", splits=("train", "dev"))
+
+
+def test_the_registry_imports_nothing_heavy_and_not_the_config():
+    """config.py imports it while validating at start-up: no torch/transformers/datasets, no config cycle."""
+    code = (
+        "import sys; import arc_lab.data.registry, arc_lab.data.loaders, arc_lab.eval.tasks; "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'arc_lab.config') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_question_prompt_has_one_definition():
+    """Training examples and the eval prompt of the ARC style are the same text, from the registry."""
+    from arc_lab.data.builders import build_pairs, build_sft
+    from arc_lab.eval.tasks import doc_to_text
+
+    item = MCItem("q1", "Which gas do plants take in?", ("oxygen", "carbon dioxide"), 1, "arc_easy", "train")
+    expected = "Question: Which gas do plants take in?\nAnswer:"
+    assert registry.question_prompt(item.question) == expected
+    assert doc_to_text("arc_easy", item) == build_sft([item])[0].prompt == build_pairs([item])[0].prompt
+    sciq = MCItem("s", "Why?", ("a", "b", "c", "d"), 3, "sciq", "test", support=" Because.")
+    assert doc_to_text("sciq", sciq) == "Because.\n" + expected.replace(
+        "Which gas do plants take in?", "Why?"
+    )
+
+
+# ------------------------------------------------------------------------------------- one new entry
+def _choice_row(i: int, split: str) -> dict:
+    """A release-schema (ARC-V1) row: ``question{stem, choices[{text, label}]}``, ``answerKey``."""
+    texts = [f"the {w} of sample {i}" for w in ("colour", "mass", "shape", "smell")]
+    return {
+        "id": f"tq-{split}-{i}",
+        "question": {
+            "stem": f"Which property of sample {i} does a balance measure?",
+            "choices": [{"text": t, "label": lab} for t, lab in zip(texts, "ABCD", strict=True)],
+        },
+        "answerKey": "B",
+    }
+
+
+def _sciq_row(i: int) -> dict:
+    return {
+        "question": f"What makes object {i} fall?",
+        "distractor1": "magnetism",
+        "distractor2": "friction",
+        "distractor3": f"light number {i}",
+        "correct_answer": "gravity",
+        "support": f"Object {i} falls because gravity pulls on its mass.",
+    }
+
+
+def _write(folder: Path, split: str, rows: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture()
+def fake_data(tmp_path) -> Path:
+    """``<tmp>/tiny_qa`` and ``<tmp>/tiny_support``: train (few-shot pool) and test, 10 and 6 rows."""
+    for split, n in (("train", 10), ("test", 6)):
+        _write(tmp_path / "tiny_qa", split, [_choice_row(i, split) for i in range(n)])
+        _write(
+            tmp_path / "tiny_support",
+            split,
+            [_sciq_row(i + (100 if split == "train" else 0)) for i in range(n)],
+        )
+    return tmp_path
+
+
+def test_a_new_entry_is_loadable_without_touching_other_modules(fakes, fake_data):
+    from arc_lab.data.builders import build_pairs
+    from arc_lab.data.loaders import dataset_fingerprint, load_mc
+    from arc_lab.eval.runner import eval_data_inputs
+    from arc_lab.eval.tasks import build_contexts
+
+    qa = load_mc("tiny_qa", "test", fake_data)
+    assert [(i.id, i.source, i.gold, i.labels) for i in qa[:1]] == [
+        ("tq-test-0", "tiny_qa", 1, tuple("ABCD"))
+    ]
+    sup = load_mc("tiny_support", "train", fake_data)
+    assert (sup[0].id, sup[0].source, sup[0].gold) == ("tiny_support-train-0", "tiny_support", 3)
+    with pytest.raises(
+        ValueError, match=r"tiny_support has no validation split: its splits are \['train', 'test'\]"
+    ):
+        load_mc("tiny_support", "dev", fake_data)
+    ctx = build_contexts("tiny_support", sup[:1], sup, 0)[0]
+    assert ctx == f"{sup[0].support}\nQuestion: {sup[0].question}\nAnswer:"
+    pairs = build_pairs(load_mc("tiny_qa", "train", fake_data, duplicates="drop"))  # a training source too
+    assert len(pairs) == 30  # 10 questions x 3 distractors
+    assert (pairs[0].prompt, pairs[0].chosen, pairs[0].source) == (
+        "Question: Which property of sample 0 does a balance measure?\nAnswer:",
+        " the mass of sample 0",
+        "tiny_qa",
+    )
+    fps = eval_data_inputs(["tiny_qa", "tiny_support"], fake_data, num_fewshot=2)
+    assert sorted(fps) == ["tiny_qa/test", "tiny_qa/train", "tiny_support/test", "tiny_support/train"]
+    assert fps["tiny_qa/test"] == dataset_fingerprint("tiny_qa", "test", fake_data)
+
+
+@pytest.mark.slow
+def test_a_new_entry_is_evaluable_by_both_backends_with_lm_evals_own_prompts(fakes, fake_data, tmp_path):
+    """Both backends score the fake tasks from the files; lm-eval, including the entry's harness YAML,
+    renders exactly our prompts (sha256 of every context) and agrees on acc/acc_norm. Log-likelihoods
+    agree to 1e-4: each is a sum over a few tokens of fp32 log-softmax values of magnitude ~ln(49152) ~ 11,
+    computed by two code paths with different batch padding, so rounding is ~1e-6..1e-5; a wrong prompt
+    or continuation would change them by O(1)."""
+    from arc_lab.eval import run_eval
+    from arc_lab.eval.outputs import read_samples
+    from arc_lab.models import load_model
+
+    tiny = dict(
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    model, tok = load_model(source="random", arch="llama", tiny=tiny, seed=0)
+    tasks = {"tiny_qa": 2, "tiny_support": 1}
+    out = tmp_path / "eval"
+    res = run_eval(
+        "both",
+        model,
+        tok,
+        tasks=list(tasks),
+        num_fewshot=tasks,
+        data_dir=fake_data,
+        out_dir=out,
+        progress=False,
+    )
+    for task in tasks:
+        p = res["parity"][task]
+        assert p["context_mismatch"] == [] and p["acc_disagree"] == [] and p["acc_norm_disagree"] == [], p
+        assert p["max_abs_ll_diff"] < 1e-4 and p["n_items"] == 6, p
+        assert res[task]["n"] == 6 and res[task]["num_fewshot"] == tasks[task]
+        assert len(read_samples(out / "samples" / f"{task}.jsonl")) == 6
