@@ -437,18 +437,22 @@ def objective_schema(name: str, cls: type) -> type:
 
 
 def register_configs() -> None:
-    """Put every group's schema in Hydra's ConfigStore (under ``schema/<group>``).
+    """Put the run's schema and every group's schema in Hydra's ConfigStore, as ``run_schema`` and
+    ``<group>_schema`` (a group option extends its group's with ``- /<group>_schema@_here_``).
+
+    They are stored at the top level, outside any config group, so that they are not options a user can
+    pick: ``python -m arc_lab --help`` lists config groups, and a ``schema`` group would show there.
 
     The objective group has no static schema: its fields are each loss class's constructor
     parameters, checked by :func:`check_objective` against :func:`objective_schema`.
     """
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="schema", name="model", node=ModelConfig)
-    cs.store(group="schema", name="data", node=DataConfig)
-    cs.store(group="schema", name="stage", node=StageConfig)
-    cs.store(group="schema", name="eval", node=EvalConfig)
-    cs.store(group="schema", name="logger", node=LoggerConfig)
+    cs.store(name="model_schema", node=ModelConfig)
+    cs.store(name="data_schema", node=DataConfig)
+    cs.store(name="stage_schema", node=StageConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="logger_schema", node=LoggerConfig)
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:

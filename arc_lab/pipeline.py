@@ -306,10 +306,13 @@ def summary_table(chain: list[dict]) -> str:
         cells = []
         for t in tasks:
             m = per_task.get(t, {})
-            cells.append(
-                f"{m.get('acc', float('nan')):.4f} ± {m.get('acc_stderr', float('nan')):.4f} | "
-                f"{m.get('acc_norm', float('nan')):.4f} ± {m.get('acc_norm_stderr', float('nan')):.4f} | "
-                f"{m.get('n', '')}"
-            )
+            cells.append(f"{_pm(m, 'acc')} | {_pm(m, 'acc_norm')} | {m.get('n', '')}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _pm(m: dict[str, Any], metric: str) -> str:
+    """``0.5000 ± 0.0500``; a stderr that is null in ``metrics.json`` (one scored item) reads ``n/a``."""
+    value, stderr = m.get(metric), m.get(f"{metric}_stderr")
+    shown = "nan" if value is None else f"{value:.4f}"
+    return f"{shown} ± {'n/a' if stderr is None else f'{stderr:.4f}'}"

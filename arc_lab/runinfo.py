@@ -16,6 +16,7 @@ import errno
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -156,6 +157,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +inf, -inf) replaced by ``None``, recursing into dicts,
+    lists and tuples (tuples become lists, as ``json.dumps`` writes them anyway).
+
+    The one convention for arc_lab's JSON files (``metrics.json``, ``samples/*.jsonl``, ``metrics.jsonl``):
+    a non-finite number is written as ``null``. Strict JSON (RFC 8259) has no NaN/Infinity, and Python's
+    ``json.dumps`` would write the bare tokens ``NaN``/``Infinity``, which other parsers (``jq``,
+    JavaScript's ``JSON.parse``, ``json.loads(..., parse_constant=...)`` in strict readers) reject.
+    ``null`` rather than the string ``"nan"``: a numeric field stays "a number or missing", so readers
+    that expect numbers (``report.read_metrics``, pandas, W&B) see a missing value instead of a string
+    in a number column. What is lost is which non-finite value it was; where that matters (a NaN or
+    infinite training loss) the loop raises :class:`~arc_lab.train.health.TrainingDiverged` naming it.
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_json(path: Path, obj: Any) -> None:

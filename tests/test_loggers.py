@@ -36,7 +36,7 @@ def test_jsonl_one_flushed_line_per_call(tmp_path):
     lg.finish()  # idempotent
     rows, summary = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
-    assert rows[1]["train/loss"] == "nan"  # standard JSON: non-finite numbers become strings
+    assert rows[1]["train/loss"] is None  # strict JSON: non-finite numbers become null (runinfo.json_safe)
     assert summary == {"eval/acc": 0.25, "note": "done"}
     with pytest.raises(RuntimeError, match="finished"):
         lg.log({"x": 1.0}, step=3)

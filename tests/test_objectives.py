@@ -165,6 +165,17 @@ def test_cpo():
     assert loss_of("cpo", pair_batch(ref=False)) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 2.0])
+def test_cpo_alpha_weighs_the_nll(alpha):
+    # α != 1 written out: a CPO that ignored alpha (always 1·NLL) would be off by (1-α)·mean(NLL_W) = ±1.125.
+    beta = 0.2
+    pref = mean([-logsig(beta * (-4.0 - -6.0)), -logsig(beta * (-10.0 - -7.0))])
+    loss, metrics = build_objective("cpo", beta=beta, alpha=alpha)(pair_batch(ref=False))
+    assert loss.item() == pytest.approx(pref + alpha * mean(NLL_W))
+    assert metrics["loss/pref"].item() == pytest.approx(pref)
+    assert metrics["nll"].item() == pytest.approx(mean(NLL_W))
+
+
 def test_orpo():
     lam = 0.1
 
@@ -388,6 +399,29 @@ def test_pair_accuracy_and_margin():
     assert metrics["rewards/margin"].item() == pytest.approx(0.1 * mean(H))
 
 
+def test_accuracy_ties_count_as_wrong():
+    # A tie (chosen reward == rejected reward) is not a win: accuracy is the fraction of rows where the
+    # chosen/gold answer is STRICTLY above (every valid competitor), as TRL's rewards/accuracies
+    # (chosen_rewards > rejected_rewards). An untrained policy (policy == reference) therefore logs 0, not 1.
+    # Row 0 ties (both log-ratios +0.5, h = 0), row 1 wins (h = 1 - (-2) = 3).
+    pairs = make_batch(
+        [[-4.5, -5.0], [-3.0, -6.0]], [[1.0, 1.0], [1.0, 1.0]], ref=[[-5.0, -5.5], [-4.0, -4.0]]
+    )
+    _, metrics = build_objective("dpo")(pairs)
+    assert metrics["rewards/margin"].item() == pytest.approx(0.1 * (0.0 + 3.0) / 2)
+    assert metrics["accuracy"].item() == 0.5
+    same = make_batch([[-2.0, -2.0]], [[1.0, 1.0]])  # identical scores, reference-free
+    assert build_objective("simpo")(same)[1]["accuracy"].item() == 0.0
+    # Listwise: row 0's gold ties with one competitor (and beats the others), row 1's gold wins outright.
+    lists = make_batch(
+        [[-1.0, -1.0, -3.0], [-0.5, -2.0, -4.0]],
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
+        mask=[[True, True, True], [True, True, False]],
+        gold=[0, 0],
+    )
+    assert build_objective("listwise_simpo", norm="sum")(lists)[1]["accuracy"].item() == 0.5
+
+
 @pytest.mark.parametrize("name", sorted(n for n, c in OBJECTIVES.items() if c.needs_reference))
 def test_missing_reference_is_loud(name):
     batch = batch_for(name)
@@ -464,6 +498,44 @@ def test_build_objective_unknown_param():
         ValueError, match=r"objective\.gamma: .*accepted: \['beta', 'gamma_beta_ratio', 'norm'\]"
     ):
         build_objective("simpo", gamma=1.0)
+
+
+# Every objective's constructor defaults, as each module's docstring (Usual ranges / Defaults / Args) and
+# /work/shared/docs/preference-losses.md state them. A default changed in code without its docstring (or the
+# reverse) fails here; a new objective or parameter fails until it is added with its documented source.
+DOCUMENTED_DEFAULTS: dict[str, dict] = {
+    "clm": {},  # no hyper-parameters
+    "sft": {},  # no hyper-parameters
+    "dpo": {"beta": 0.1, "norm": "sum"},  # β 0.1 = arc_lab seed recipe; summed ratios = paper
+    "cdpo": {"beta": 0.1, "label_smoothing": 0.1, "norm": "sum"},  # "Defaults: ε = 0.1, β = 0.1"
+    "robust_dpo": {"beta": 0.1, "eps": 0.1, "norm": "sum"},  # "Defaults: ε = 0.1, β = 0.1"
+    "ipo": {"tau": 0.1, "norm": "token"},  # TRL's beta 0.1 and TRL's per-token form
+    "hinge": {"beta": 0.1, "norm": "sum"},  # "TRL default 0.1"
+    "dpo_norm": {"beta": 5.0, "norm": "token"},  # Tulu 3 dpo_norm: β = 5, per-token
+    "rpo": {"beta": 0.1, "alpha": 1.0, "norm": "sum"},  # "Defaults: α = 1, β = 0.1"; paper α = 1
+    "simpo": {"beta": 2.0, "gamma_beta_ratio": 0.5, "norm": "token"},  # "Defaults: β = 2.0, γ/β = 0.5"
+    "cpo": {"beta": 0.1, "alpha": 1.0, "norm": "sum"},  # "paper/TRL 0.1", "TRL cpo_alpha 1"
+    "orpo": {"lam": 0.1, "norm": "token"},  # "paper and TRL default: 0.1"; mean token log-prob odds
+    "listwise_dpo": {"beta": 0.1, "norm": "sum"},  # "as DPO (0.01-0.5, default 0.1)"
+    "listwise_simpo": {"beta": 2.0, "gamma_beta_ratio": 0.5, "norm": "char"},  # "defaults β = 2.0, γ/β = 0.5"
+    "kto": {
+        "beta": 0.1,
+        "desirable_weight": 1.0,
+        "undesirable_weight": 0.3,
+        "norm": "sum",
+    },  # "λ_D = 1, λ_U = 0.3"
+}
+
+
+def test_class_defaults_are_the_documented_values():
+    import inspect
+
+    assert set(DOCUMENTED_DEFAULTS) == set(OBJECTIVES)
+    for name, cls in OBJECTIVES.items():
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        assert {p.name: p.default for p in params} == DOCUMENTED_DEFAULTS[name], name
+        built = build_objective(name)  # and the instance holds them (no default re-set in the body)
+        assert {k: getattr(built, k) for k in DOCUMENTED_DEFAULTS[name]} == DOCUMENTED_DEFAULTS[name], name
 
 
 def test_constructor_params_are_keyword_only_with_defaults():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from arc_lab.data.loaders import read_jsonl
 from arc_lab.eval.metrics import aggregate
+from arc_lab.runinfo import json_safe
 
 #: Top-level keys of ``metrics.json`` that describe the run rather than a task.
 METADATA_KEYS = ("model_fingerprint", "backend", "parity", "lm_eval")
@@ -21,26 +21,15 @@ def task_metrics(samples: Sequence[dict], *, num_fewshot: int, fingerprint: str)
     return out
 
 
-def _json_safe(obj):
-    """NaN/inf -> None (strict JSON); recurses into dicts and lists."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def write_outputs(out_dir: str | Path, metrics: dict, samples: dict[str, list[dict]]) -> Path:
     """Write ``<out_dir>/metrics.json`` and ``<out_dir>/samples/<task>.jsonl``; returns ``out_dir``."""
     out = Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, sort_keys=True) + "\n")
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, sort_keys=True) + "\n")
     for task, recs in samples.items():
         with open(out / "samples" / f"{task}.jsonl", "w", encoding="utf-8") as f:
             for rec in recs:
-                f.write(json.dumps(_json_safe(rec), ensure_ascii=False) + "\n")
+                f.write(json.dumps(json_safe(rec), ensure_ascii=False) + "\n")
     return out
 
 

@@ -19,7 +19,8 @@ class CDPOLoss(Objective):
     Intuition: with noisy labels the optimum is a finite margin (σ(βh) → 1-ε) instead of an unbounded
     one, which limits over-optimisation of the log-ratios.
 
-    Usual ranges: ε ∈ [0, 0.5) (0 is DPO; 0.1-0.3 typical), β ∈ [0.01, 0.5].
+    Usual ranges: ε ∈ [0, 0.5) (0 is DPO; 0.1-0.3 typical), β ∈ [0.01, 0.5]. Defaults: ε = 0.1,
+    β = 0.1 (DPO's).
 
     Args:
         beta: inverse temperature β of the implicit reward.

@@ -120,7 +120,8 @@ def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torc
 
     Returns:
         ``rewards/chosen``, ``rewards/rejected``, ``rewards/margin`` (chosen - rejected) and
-        ``accuracy`` (fraction of rows where chosen > rejected strictly; ties count as wrong).
+        ``accuracy`` (fraction of rows where chosen > rejected strictly; ties count as wrong, as in TRL's
+        ``rewards/accuracies``, so a policy still equal to its reference logs 0, not 1).
     """
     chosen, rejected = chosen.detach(), rejected.detach()
     return {
@@ -166,7 +167,8 @@ def list_metrics(
 
     Returns:
         ``rewards/chosen`` (gold), ``rewards/rejected`` (mean over each row's valid competitors),
-        ``rewards/margin`` (their difference), ``accuracy`` (gold strictly above every valid competitor).
+        ``rewards/margin`` (their difference), ``accuracy`` (gold strictly above every valid competitor:
+        a tie with any competitor counts as wrong, as in :func:`pair_metrics`).
         With K=2 these equal :func:`pair_metrics` of the two columns.
     """
     scores = scores.detach()

@@ -27,8 +27,9 @@ class ListwiseSimPOLoss(Objective):
     default: log-prob per character of the answer without its leading space), against every
     distractor at once, and no reference model is needed.
 
-    Usual ranges: as SimPO, β ∈ [2, 10], γ/β ∈ [0.1, 0.8]. Per-character log-probs are ~3-5x smaller
-    than per-token ones, so a β tuned for ``norm="token"`` may need scaling up by that factor.
+    Usual ranges: as SimPO, β ∈ [2, 10], γ/β ∈ [0.1, 0.8]; defaults β = 2.0, γ/β = 0.5 (as
+    :class:`SimPOLoss`). Per-character log-probs are ~3-5x smaller than per-token ones, so a β tuned
+    for ``norm="token"`` may need scaling up by that factor.
 
     Args:
         beta: β, scale of the length-normalised score.

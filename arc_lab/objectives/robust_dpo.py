@@ -20,7 +20,7 @@ class RobustDPOLoss(Objective):
     DPO loss: its expectation over the noisy labels equals DPO on the true labels. Note the ``+ε`` term:
     the loss can be negative.
 
-    Usual ranges: ε ≈ 0.1 (must be < 0.5), β ∈ [0.01, 0.5].
+    Usual ranges: ε ≈ 0.1 (must be < 0.5), β ∈ [0.01, 0.5]. Defaults: ε = 0.1, β = 0.1 (DPO's).
 
     Args:
         beta: inverse temperature β of the implicit reward.

@@ -23,7 +23,7 @@ class RPOLoss(Objective):
     The NLL is averaged per sequence and then over the batch (the paper's per-example form); TRL's
     ``rpo_alpha`` weighs every chosen token of the batch equally instead.
 
-    Usual ranges: α ∈ [0.1, 1] (paper: 1), β ∈ [0.01, 0.5].
+    Usual ranges: α ∈ [0.1, 1] (paper: 1), β ∈ [0.01, 0.5]. Defaults: α = 1, β = 0.1 (DPO's).
 
     Args:
         beta: inverse temperature β of the DPO term.

@@ -26,7 +26,9 @@ class SimPOLoss(Objective):
     the chosen answer win by a margin.
 
     Usual ranges: β ∈ [2, 10], γ/β ∈ [0.1, 0.8]. Paper: Mistral-7B-Base β=2.0, γ/β=0.8 (lr 3e-7);
-    Mistral-7B-Instruct β=2.5, γ/β=0.1 (lr 5e-7). Very sensitive to the learning rate.
+    Mistral-7B-Instruct β=2.5, γ/β=0.1 (lr 5e-7). Very sensitive to the learning rate. Defaults: β = 2.0,
+    γ/β = 0.5 (γ = 1.0; arc_lab's recipe, inside the paper's range; the SimPO reference code's own default
+    is γ/β = 0.25).
 
     Args:
         beta: β, scale of the length-normalised reward.

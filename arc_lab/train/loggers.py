@@ -29,12 +29,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from arc_lab.runinfo import json_safe
 
 #: keys that :class:`JsonlLogger` writes itself; a metric may not use them
 RESERVED_KEYS = ("step", "time", "summary")
@@ -111,13 +112,6 @@ def _scalar(key: str, value: Any) -> float | int | bool:
     raise TypeError(f"metric {key!r}: expected a number or a 0-dim tensor, got {type(value).__name__}")
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as strings so the file stays standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
 def _drop_step(metrics: Mapping[str, Any], step: int) -> dict[str, Any]:
     """The loop's records carry their own ``step``: drop it when it agrees with ``step``, refuse otherwise."""
     metrics = dict(metrics)
@@ -169,7 +163,8 @@ class JsonlLogger(Logger):
     """Append-only ``<run_dir>/metrics.jsonl``: one JSON object per call, flushed immediately.
 
     A ``log`` line is ``{"step": 10, "time": <unix seconds>, "train/loss": 0.69, ...}``; a
-    ``log_summary`` line is ``{"summary": true, "time": ..., "eval/acc": 0.4, ...}``. The file is opened
+    ``log_summary`` line is ``{"summary": true, "time": ..., "eval/acc": 0.4, ...}``. Non-finite numbers
+    are written as ``null`` (:func:`arc_lab.runinfo.json_safe`), so every line is strict JSON. The file is opened
     in append mode, so a resumed run continues it; when steps repeat after a resume, the last line of a
     step is the one that counts (see :func:`read_metrics`).
 
@@ -195,7 +190,7 @@ class JsonlLogger(Logger):
         if clash:
             raise ValueError(f"metric names {clash} are reserved by metrics.jsonl ({RESERVED_KEYS})")
         record: dict[str, Any] = {"step": int(step), "time": time.time()}
-        record.update({k: _json_safe(_scalar(k, v)) for k, v in metrics.items()})
+        record.update({k: json_safe(_scalar(k, v)) for k, v in metrics.items()})
         self._write(record)
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
@@ -205,7 +200,7 @@ class JsonlLogger(Logger):
         record: dict[str, Any] = {"summary": True, "time": time.time()}
         for k, v in metrics.items():
             v = v.item() if hasattr(v, "item") else v
-            record[k] = _json_safe(v)
+            record[k] = json_safe(v)
         self._write(record)
 
     def finish(self) -> None:

@@ -21,7 +21,7 @@ positions only), attaches reference log-probs when the objective
 
 * Logging every ``optim.log_every`` steps: ``loss``, ``lr``, ``grad_norm``, the objective's metrics (means
   over the window), ``tokens_per_s``, ``epoch``; sent to ``logger.log(metrics, step)`` (any object with
-  that method; :class:`NullLogger` by default) and kept in ``TrainResult.history``.
+  that method; :class:`~arc_lab.train.loggers.NullLogger` by default) and kept in ``TrainResult.history``.
 * ``eval_fn(model, step) -> dict`` every ``eval_every`` steps and after the last step (model in eval mode).
 * Checkpoints every ``optim.save_every`` steps and at the end (:mod:`arc_lab.train.checkpoint`);
   calling ``train`` again with the same ``out_dir`` resumes from the newest one -- bitwise identical to
@@ -64,19 +64,13 @@ from arc_lab.train.checkpoint import (
 )
 from arc_lab.train.forward import answer_logps
 from arc_lab.train.health import TrainingDiverged, check_model
+from arc_lab.train.loggers import NullLogger
 from arc_lab.train.lora import reference_mode
 from arc_lab.train.mismatched import mismatched_logps
 from arc_lab.train.setup import TrainSetup, prepare
 from arc_lab.train.stepper import Stepper, torch_stepper
 
 log = logging.getLogger(__name__)
-
-
-class NullLogger:
-    """Logger that drops everything (the default)."""
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        pass
 
 
 @dataclass
