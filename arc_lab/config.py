@@ -179,6 +179,7 @@ def _check_tiny(tiny: dict[str, int], *, required: bool) -> None:
 class DataConfig:
     """Where questions and prose come from, and what training data a stage builds from them."""
 
+    #: preset name (conf/data/<name>.yaml)
     name: str = MISSING
     #: local directory laid out like ../shared/data; null = $ARC_LAB_DATA_DIR
     data_dir: str | None = None
@@ -333,13 +334,16 @@ class EvalConfig:
     #: tasks scored: names in arc_lab.data.registry.DATASETS (arc_challenge, sciq, builtin, ...), whose
     #: entries give each task's loader, prompt style and lm-eval harness YAML
     tasks: list[str] = field(default_factory=lambda: ["builtin"])
+    #: few-shot examples per question, drawn from the task's train split as lm-eval does (25 for ARC)
     num_fewshot: int = 0
     #: first N docs (int) or a fraction (< 1) of each task's test split; null = all
     limit: float | None = None
     #: score a seeded random subset of this many docs (after ``limit``; contexts and doc ids as in the
     #: full run, so every model scores the same items); null = all. Backend ``ours`` only.
     sample: int | None = None
+    #: seed of the ``sample`` subset
     sample_seed: int = 0
+    #: documents per forward batch (speed only: scores do not depend on it beyond fp rounding)
     batch_size: int = 16
     #: ours | lm_eval | both (arc_lab.eval.runner.BACKENDS)
     backend: str = "ours"
@@ -384,7 +388,9 @@ class LoggerConfig:
 
     #: online | offline | disabled (arc_lab.train.loggers.WANDB_MODES)
     wandb: str = "disabled"
+    #: W&B project
     project: str = "arc_lab"
+    #: W&B entity (team or user); null = the logged-in user's default
     entity: str | None = None
     #: W&B group; null = derived from the sweep (multirun) or the experiment name
     group: str | None = None

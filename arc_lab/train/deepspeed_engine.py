@@ -68,19 +68,13 @@ class DeepSpeedConfigError(ValueError):
 
 # ------------------------------------------------------------------------------------------ config
 def load_config(spec: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    """A DeepSpeed config as a plain dict: a mapping (e.g. from Hydra) or the path of a JSON file."""
+    """A DeepSpeed config as a plain dict: a mapping (``stage.deepspeed`` of the validated run config) or
+    the path of a JSON file."""
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"stage.deepspeed={str(spec)!r}: no such DeepSpeed JSON config")
         return json.loads(path.read_text())
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(spec, DictConfig):
-            return OmegaConf.to_container(spec, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
     return copy.deepcopy(dict(spec))
 
 
