@@ -61,7 +61,8 @@ def plan_chain(cfg: DictConfig) -> list[RunConfig]:
             raise ConfigError(f"stage.init chain is longer than 8 or cyclic: {[r.stage.init for r in plan]}")
         init = plan[0].stage.init
         parent = _init_config(configs[0])
-        if not STAGE_KINDS[parent.stage.name].trains:
+        kind = STAGE_KINDS.get(parent.stage.name)  # an unknown name fails in to_run_config below
+        if kind is not None and not kind.trains:
             raise ConfigError(f"stage.init={init!r} is an {parent.stage.name} stage; it produces no weights")
         try:
             run = to_run_config(parent)
