@@ -7,10 +7,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run test test-fast lint format bench-eval bench-dpo gpu-check ablation report clean
+.PHONY: help venv run test test-fast lint format bench-eval bench-bf16 bench-dpo gpu-check ablation report clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ format: $(STAMP) ## ruff format + autofix
 
 bench-eval: $(STAMP) ## Our evaluator vs lm-eval HFLM (SmolLM2-135M, ARC-C 25-shot, 50 questions; needs ARC_LAB_DATA_DIR)
 	$(PY) bench/eval_speed.py
+
+bench-bf16: $(STAMP) ## bf16 vs fp32 on the CPU: eval engine (ARC-C 25-shot, 50 q.) + DPO step; BF16_ARGS="--threads 1"
+	$(PY) bench/bf16_cpu.py --out outputs/bench/bf16_cpu.json $(BF16_ARGS)
 
 bench-dpo: $(STAMP) ## Our DPO step vs TRL DPOTrainer (installs the bench extra)
 	$(PY) -m pip install -q -e '.[bench]' "$(TORCH_SPEC)"
