@@ -209,9 +209,9 @@ class DataConfig:
                 "use data.decontaminate=off (for allow_contamination=true), refuse (the old default) or "
                 "drop (the new default: train without the offending questions)"
             )
-        from arc_lab.data.registry import CPT_SOURCES, DATASETS
+        from arc_lab.data.registry import CPT_SOURCES, DATASETS, DECONTAMINATE_MODES
 
-        _check_choice("data.decontaminate", self.decontaminate, ("drop", "refuse", "off"))
+        _check_choice("data.decontaminate", self.decontaminate, DECONTAMINATE_MODES)
         for s in self.cpt_sources:
             _check_choice("data.cpt_sources[]", s, CPT_SOURCES)
         for s in self.train_sources:

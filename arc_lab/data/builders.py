@@ -21,12 +21,9 @@ import torch
 
 from arc_lab.data.loaders import DataSourceError, load_camel, load_mc
 from arc_lab.data.records import MCItem
-from arc_lab.data.registry import CAMEL_SUBJECTS, CPT_SOURCES, question_prompt
+from arc_lab.data.registry import CAMEL_SUBJECTS, CPT_SOURCES, DECONTAMINATE_MODES, question_prompt
 
 log = logging.getLogger(__name__)
-
-#: ``data.decontaminate`` modes: drop the offending training questions, refuse to train, or no check.
-DECONTAMINATE_MODES = ("drop", "refuse", "off")
 
 
 # ----------------------------------------------------------------------------------------------- CPT

@@ -131,6 +131,9 @@ CAMEL_SUBJECTS = ("biology", "chemistry", "physics")
 #: paragraphs, CAMEL-AI answers per subject (read by :func:`arc_lab.data.builders.cpt_texts`).
 CPT_SOURCES = ("builtin_prose", "sciq_support", *(f"camel_{s}" for s in CAMEL_SUBJECTS))
 
+#: ``data.decontaminate`` modes: drop the offending training questions, refuse to train, or no check.
+DECONTAMINATE_MODES = ("drop", "refuse", "off")
+
 
 def dataset_names() -> list[str]:
     """The registered data set names, in table order."""
