@@ -310,6 +310,9 @@ class StageConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     #: the adapter (enabled=false: full fine-tune)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    #: removed: a stage always merges its adapter into model/ (the next stage and the evaluator load a
+    #: standalone checkpoint); setting it is an error that says so
+    merge: Any = None
     #: dtype of the stage's model/ checkpoint (a LoRA adapter is always merged into it: the next stage and
     #: the evaluator load a standalone checkpoint): float16 (the recipe) | bfloat16 | float32
     merge_dtype: str = "float32"
@@ -321,6 +324,12 @@ class StageConfig:
     deepspeed: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.merge is not None:
+            raise ConfigError(
+                f"stage.merge={self.merge} was removed (it was never read): a stage always merges a LoRA "
+                "adapter into its model/ checkpoint, which the next stage and the evaluator load; drop "
+                "stage.merge (stage.merge_dtype sets the checkpoint's dtype)"
+            )
         _check_choice("stage", self.name, tuple(STAGE_KINDS))
         _check_choice("stage.merge_dtype", self.merge_dtype, ("float32", "bfloat16", "float16"))
         # a sequence gives len-1 next-token targets: one token trains nothing

@@ -126,6 +126,7 @@ def test_open_dict_fields_still_take_any_key(hydra_ctx):
         (["stage.optim.log_every=0"], "stage.optim.log_every=0: expected an integer >= 1"),
         (["data.max_items_per_source=0"], "data.max_items_per_source=0: expected an integer >= 1 or null"),
         (["data.train_sources=[]"], "data.train_sources=[]: stage=dpo trains on questions"),
+        (["stage.merge=false"], "stage.merge=False was removed (it was never read)"),
         (["model.arch=gpt2"], "model.arch='gpt2': expected one of ['llama', 'mistral']"),
         (["model=tiny_llama", "~model.tiny.num_heads"], "model.tiny is missing ['num_heads']"),
         # a chained init stage (stage.init=<preset>) is validated before the first stage starts
