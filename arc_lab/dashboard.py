@@ -18,8 +18,8 @@ Built with W&B's own ``wandb-workspaces`` (the ``wandb`` extra: ``pip install 'a
   stage trained with a non-default objective is labelled ``cpt→dpo[kto]``; the labels of one stage
   share its panels (one line per run), so an objective sweep compares its curves in one plot.
 
-The panels use the names arc_lab's W&B logger writes (:mod:`arc_lab.train.loggers`; the run logger from :func:`arc_lab.build.cell_logger`, stage prefixes from
-:class:`arc_lab.stage.PrefixLogger`).
+The panels use the names arc_lab's W&B logger writes (:mod:`arc_lab.train.loggers`; the run logger from
+:func:`arc_lab.build.cell_logger`, stage prefixes from :class:`arc_lab.stage.PrefixLogger`).
 Which tasks and stages a sweep has, and which keys it logged, are read from its runs: the run files
 under ``--runs`` (W&B keeps a ``run-<id>.wandb`` file in the run folder for online and offline runs
 alike, read by :mod:`arc_lab.wandb_offline`), or else the group's runs through the W&B API. A panel key
