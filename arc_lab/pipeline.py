@@ -182,8 +182,8 @@ def ensure_eval(run: RunConfig, ref: ModelRef, root: Path, chain: list[dict]) ->
     if done:
         return Path(done[0]["dir"])
     inputs = build.eval_inputs(run)
-    config_key = config_hash({"model": ref.key, "eval": build.eval_key(run)})
-    h = config_hash({"model": ref.key, "eval": build.eval_key(run), "data_inputs": inputs})
+    key = {"model": ref.key, "eval": build.eval_key(run)}
+    config_key, h = config_hash(key), config_hash({**key, "data_inputs": inputs})
     eval_dir = root / "evals" / h
     problem = eval_entry_problem(eval_dir)
     cached = problem is None
