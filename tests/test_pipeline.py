@@ -146,7 +146,7 @@ def test_identical_rerun_reuses_stages_and_evals(baseline):
         # the DPO loss changes: CPT is reused, DPO retrains
         (["objective.beta=0.3"], [False, True]),
         # the CPT init's lr or seed changes: CPT retrains, so does DPO (its init changed)
-        # (an lr other than cpt_cpu's 1e-4)
+        # (an lr other than cpt_cpu's 2e-4)
         (["stage.init_overrides=['stage.optim.max_steps=1','stage.optim.lr=3e-4']"], [True, True]),
         (["stage.init_overrides=['stage.optim.max_steps=1','stage.optim.seed=7']"], [True, True]),
         # fewer DPO questions: CPT (which reads only the prose) is reused
