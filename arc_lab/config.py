@@ -267,8 +267,10 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     #: fp32 | bf16 (bf16 autocast on GPU and CPU alike; weights and optimizer state stay fp32)
     precision: str = "fp32"
-    #: seed of the data order, dropout and the adapter's initialisation
-    seed: int = 0
+    #: seed of the data order, dropout and the adapter's initialisation; null = the run's ``seed`` (so
+    #: ``seed=1`` reaches every stage of a chain, init stages included; 0 for an OptimConfig used outside a
+    #: run); a value set here wins
+    seed: int | None = None
     #: log the training metrics every N optimizer steps
     log_every: int = 10
     #: checkpoint every N optimizer steps (0 = only at the end)
@@ -277,6 +279,11 @@ class OptimConfig:
     #: attention only, other kernels fall back with a warning). Same maths as false (one row per answer),
     #: equal to fp32 rounding; the data order (whole questions per batch) does not depend on it
     prefix_sharing: bool = True
+
+    @property
+    def seed_value(self) -> int:
+        """The seed training uses: ``seed``, or 0 when it is null (a run resolves null to its own seed)."""
+        return 0 if self.seed is None else int(self.seed)
 
     def __post_init__(self) -> None:
         _check_choice("stage.optim.scheduler", self.scheduler, ("linear", "cosine", "constant"))
@@ -291,6 +298,7 @@ class OptimConfig:
         _check_float("stage.optim.max_grad_norm", self.max_grad_norm, low=0.0)  # 0 = no clipping
         _check_int("stage.optim.log_every", self.log_every, 1)
         _check_int("stage.optim.save_every", self.save_every, 0)
+        _check_int("stage.optim.seed", self.seed, 0, null="the run's seed")
 
 
 @dataclass
@@ -428,8 +436,9 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     #: experiment name (set by experiment presets)
     name: str = "default"
-    #: seed of the run's data sampling (the training-question caps) and of python's ``random``; a stage's
-    #: data order, dropout and adapter init follow stage.optim.seed
+    #: the run's seed: data sampling (the training-question caps), python's ``random``, and every stage's
+    #: data order, dropout and adapter init where its ``stage.optim.seed`` is null (the presets' default).
+    #: ``-m ... seed=0,1,2`` sweeps it; evaluations do not depend on it (an untrained model is scored once)
     seed: int = 0
     #: root of run folders and the stage cache
     output_root: str = "outputs"
@@ -496,6 +505,8 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     except Exception as e:  # omegaconf validation errors carry the full key
         raise ConfigError(_omegaconf_message(e)) from e
     run.objective = check_objective(run.stage.name, dict(run.objective), OBJECTIVES)
+    if run.stage.optim.seed is None:  # resolved here, so the stage hash sees the seed the stage trains with
+        run.stage.optim.seed = run.seed
     _check_stage_data(run)
     return run
 

@@ -80,7 +80,15 @@ def ensure_stage(
     )
     steps = json.loads((stage_dir / "train.json").read_text())["steps"]
     chain.append(
-        {"kind": "stage", "label": label, "hash": h, "dir": str(stage_dir), "cached": cached, "steps": steps}
+        {
+            "kind": "stage",
+            "label": label,
+            "hash": h,
+            "dir": str(stage_dir),
+            "cached": cached,
+            "steps": steps,
+            "seed": run.stage.optim.seed,
+        }
     )
     try:
         _maybe_eval(run, ref, root, chain, when="after")
@@ -243,7 +251,7 @@ def run_pipeline(plan: list[RunConfig], run_dir: str | Path) -> float | None:
     _publish(final, run_dir)
     if ref.path is not None:
         (run_dir / "MODEL").write_text(f"{ref.path.resolve()}\n")
-    table = summary_table(chain)
+    table = summary_table(chain) + "\n\n" + seed_line(run.seed, chain)
     atomic_write_text(run_dir / "summary.md", table + "\n")
     print(table)
     return _headline(final, list(run.eval.tasks))
@@ -309,6 +317,13 @@ def summary_table(chain: list[dict]) -> str:
             cells.append(f"{_pm(m, 'acc')} | {_pm(m, 'acc_norm')} | {m.get('n', '')}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seed_line(seed: int, chain: list[dict]) -> str:
+    """``seed 1 (cpt: 1, cpt→dpo: 1)``: the run's seed and each trained stage's (a stage's own
+    ``stage.optim.seed`` wins over the run's)."""
+    stages = [f"{c['label']}: {c['seed']}" for c in chain if c["kind"] == "stage"]
+    return f"seed {seed}" + (f" ({', '.join(stages)})" if stages else " (no trained stage)")
 
 
 def _pm(m: dict[str, Any], metric: str) -> str:

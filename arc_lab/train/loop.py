@@ -234,7 +234,7 @@ def run_loop(
         log.info("resuming from %s (step %d of %d)", last, state.step, setup.total_steps)
     model = stepper.module
     model.train()
-    stream = _stream(setup.dataset, optim.batch_size, optim.seed, state, setup.world, setup.rank)
+    stream = _stream(setup.dataset, optim.batch_size, optim.seed_value, state, setup.world, setup.rank)
     start = time.perf_counter()
     bar = tqdm(
         total=setup.total_steps, initial=state.step, disable=not progress, desc=type(objective).__name__

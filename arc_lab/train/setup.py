@@ -170,7 +170,7 @@ def prepare(
         cache_dir: cache root (default :func:`arc_lab.models.cache_root`).
         stepper_factory: builds the stepper (signature of :func:`arc_lab.train.stepper.torch_stepper`).
     """
-    seed_everything(optim.seed)
+    seed_everything(optim.seed_value)
     dataset = tokenize_examples(
         tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=append_eos
     )
@@ -201,7 +201,9 @@ def prepare(
             mismatched.truncated,
             status,
         )
-    seed_everything(optim.seed)  # the adapter's init does not depend on whether the reference was computed
+    seed_everything(
+        optim.seed_value
+    )  # the adapter's init does not depend on whether the reference was computed
     trainable = prepare_trainable(model, lora)
     world, rank = dist.world_size(), dist.rank()
     if world > 1 and stepper_factory is torch_stepper:
