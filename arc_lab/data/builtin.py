@@ -389,6 +389,58 @@ def builtin_items(split: str) -> list[MCItem]:
     return [item for item in _build()[1] if item.split == split]
 
 
+def cloze_prefix(template: str, subject: str) -> str:
+    """The part of a prose template before its value, filled in: ``"{S} is {v} in color."`` ->
+    ``"Varnite is"`` (the value is the continuation ``" red"``).
+
+    Raises:
+        ValueError: the template does not state the subject before the value (the prefix would not say
+            which entity is meant).
+    """
+    head = template.split("{v}")[0]
+    if "{s}" not in head and "{S}" not in head:
+        raise ValueError(f"builtin cloze: template {template!r} names the value before the subject")
+    return _render(head, subject).rstrip()
+
+
+def builtin_cloze_items(split: str) -> list[MCItem]:
+    """The cloze probe of one split: each question's fact in the prose's own first phrasing, cut before the
+    value, with the question's four values as continuations (same choices, same gold, in the same order).
+
+    It measures whether a fact is *stored* (the model completes the sentence it read) apart from whether it
+    can be *extracted* in the ``Question:/Answer:`` layout (the storage vs extraction distinction of
+    Allen-Zhu & Li, "Physics of Language Models: Part 3.1", 2023). The prompt is the raw prefix (the
+    ``obqa`` prompt style renders ``question`` as it is). Ids are ``cloze-<question id>``, so
+    :func:`builtin_entity` gives ``cloze-<entity>``: one cluster per entity, as for the questions.
+
+    Raises:
+        ValueError: for a split name that is not canonical.
+    """
+    facts = {f.item_ids[0]: f for f in _build()[0]}
+    templates = {(k.name, r.name): r.sentences[0] for k in KINDS for r in k.relations}
+    out = []
+    for item in builtin_items(split):
+        fact = facts[item.id]
+        prefix = cloze_prefix(templates[(fact.topic, fact.relation)], fact.subject)
+        out.append(
+            MCItem(
+                id=f"cloze-{item.id}",
+                question=prefix,
+                choices=item.choices,
+                gold=item.gold,
+                source="builtin_cloze",
+                split=split,
+                labels=item.labels,
+            )
+        )
+    return out
+
+
+def generated_items(dataset: str, split: str) -> list[MCItem]:
+    """The items of a generated data set (``builtin`` or ``builtin_cloze``) for one split."""
+    return {"builtin": builtin_items, "builtin_cloze": builtin_cloze_items}[dataset](split)
+
+
 def builtin_topics() -> list[str]:
     """Kinds of entity, in generation order."""
     return [kind.name for kind in KINDS]

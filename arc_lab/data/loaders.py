@@ -414,9 +414,9 @@ def load_mc(
     """
     spec, split = _dataset_split(dataset, split)
     if spec.loader == "builtin":
-        from arc_lab.data.builtin import builtin_items
+        from arc_lab.data.builtin import generated_items
 
-        return builtin_items(split)
+        return generated_items(spec.name, split)
     root = resolve_data_dir(data_dir)
     if root is not None:
         path = split_file(root, dataset, split)

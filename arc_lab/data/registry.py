@@ -122,6 +122,8 @@ DATASETS: dict[str, DataSet] = {
         DataSet("openbookqa", "choice", "obqa", "openbookqa/openbookqa.yaml", "allenai/openbookqa", "main"),
         DataSet("sciq", "sciq", "sciq", "sciq/sciq.yaml", "allenai/sciq"),
         DataSet("builtin", "builtin", "arc", "arc/arc_easy.yaml"),
+        # the built-in facts as sentence prefixes (a cloze probe); the obqa style renders the prefix as it is
+        DataSet("builtin_cloze", "builtin", "obqa", "openbookqa/openbookqa.yaml"),
     )
 }
 
