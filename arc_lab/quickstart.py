@@ -5,6 +5,10 @@ Usage::
 
     python -m arc_lab.quickstart <sweep dir> [--n-resamples 10000] [--seed 0]
 
+A sweep of several seeds (``experiment=quickstart_seeds``) gets the seed-aware tables instead
+(:func:`seeds_table`): per row mean ± sd over seeds, and CPT→DPO against each control with an interval
+that carries seed and item noise.
+
 Prints the table and writes it to ``<sweep dir>/summary.md``. Runs are found and paired with
 :mod:`arc_lab.report` (``discover_runs``, ``load_samples``, ``compare_task``: McNemar's exact test and the
 paired bootstrap of :mod:`arc_lab.stats`); the clustered standard error is
@@ -27,6 +31,15 @@ TASK = "builtin"
 CHANCE = 0.25
 #: Table order of the rows (labels as the pipeline writes them, plus the shot count).
 ORDER = ("base 0-shot", "base 5-shot", "dpo 0-shot", "cpt 0-shot", "cpt→dpo 0-shot")
+
+
+#: The seed-aware comparisons of the built-in study (experiment=quickstart_seeds), per task: CPT→DPO
+#: against each control that could explain its lift; on the cloze probe, whether CPT stored the facts and
+#: whether the tuning stages changed that.
+SEED_PAIRS = {
+    "builtin": "cpt→dpo:dpo,cpt→dpo:cpt,cpt→dpo:cpt→sft,cpt→dpo:base 0-shot,cpt→sft:dpo,cpt:base 0-shot",
+    "builtin_cloze": "cpt:base 0-shot,cpt→dpo:cpt,cpt→sft:cpt",
+}
 
 
 def row_label(run: Run) -> str:
@@ -64,7 +77,25 @@ def controls_table(root: str | Path, *, n_resamples: int = 10_000, seed: int = 0
         f"independent); chance = {CHANCE}.",
     ]
     lines += _paired_lines(by_label, n_resamples=n_resamples, seed=seed)
+    lines += [
+        "",
+        "One training seed: the ± and the paired test carry item noise only; seed noise is not measured "
+        "(`experiment=quickstart_seeds` runs three seeds; `python -m arc_lab.quickstart <its dir>`).",
+    ]
     return "\n".join(lines)
+
+
+def seeds_table(root: str | Path) -> str:
+    """The seed-aware tables of a multi-seed built-in study: each task's rows across seeds and the
+    comparisons of :data:`SEED_PAIRS` (:mod:`arc_lab.seed_report`)."""
+    from arc_lab.report import seed_section
+
+    runs = discover_runs(Path(root))
+    tasks = [t for t in SEED_PAIRS if any(t in r.tasks for r in runs)]
+    out: list[str] = []
+    for task in tasks:
+        out += seed_section(runs, [task], SEED_PAIRS[task])[2:]
+    return "\n".join(out).rstrip()
 
 
 def _paired_lines(by_label: dict[str, Run], *, n_resamples: int, seed: int) -> list[str]:
@@ -100,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args(argv)
     try:
-        table = controls_table(args.root, n_resamples=args.n_resamples, seed=args.seed)
+        seeds = {r.seed for r in discover_runs(Path(args.root))}
+        if len(seeds) > 1:
+            table = seeds_table(args.root)
+        else:
+            table = controls_table(args.root, n_resamples=args.n_resamples, seed=args.seed)
     except (ReportError, PairingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

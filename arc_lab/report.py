@@ -3,7 +3,8 @@
 Usage::
 
     python -m arc_lab.report <multirun or outputs dir> [--baseline LABEL_OR_PATH] [--task arc_challenge]
-                             [--out DIR] [--n-resamples 10000] [--seed 0]
+                             [--out DIR] [--n-resamples 10000] [--seed 0] [--pairs a:b,...|all]
+                             [--seed-table]
 
 Every folder under the given directory that holds a ``metrics.json`` is a run (multirun subfolders
 ``0/``, ``1/``... and a pipeline's nested stage runs alike). A run is labelled from its resolved config
@@ -12,6 +13,11 @@ Every folder under the given directory that holds a ``metrics.json`` is a run (m
 items both scored (paired by ``doc_id`` from ``samples/<task>.jsonl``): the difference in acc and
 acc_norm, its paired-bootstrap 95% CI, McNemar's exact p-value, and a flag where acc and acc_norm
 disagree about which run is better (the recipe's DPO-vs-SimPO choice turned on such a disagreement).
+
+``## Across seeds`` groups the runs into rows across their ``seed`` (:mod:`arc_lab.seed_report`): mean ±
+sd per row, and row differences whose interval carries seed noise and item noise, marked *within seed
+noise* when it includes 0. ``--seed-table`` prints only that section (what the README's tables are
+rendered from).
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ class Run:
         tasks: per-task metrics.
         model_fingerprint: the evaluated model's fingerprint, if recorded.
         overrides: Hydra's saved command-line overrides (tell the runs of a sweep apart).
+        seed: the run's ``seed`` from its config (None when the folder has no config).
+        chain: the pipeline's label of the final model (``cpt→dpo``), None without ``chain.json``.
     """
 
     path: Path
@@ -91,6 +99,8 @@ class Run:
     tasks: dict[str, TaskMetrics]
     model_fingerprint: str | None
     overrides: list[str]
+    seed: int | None = None
+    chain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -251,8 +261,10 @@ def load_run(run_dir: Path, root: Path) -> Run:
     tasks, fingerprint = read_metrics(run_dir / "metrics.json")
     cfg = read_config(run_dir)
     rel = run_dir.relative_to(root).as_posix()
-    label = chain_label(run_dir) or config_label(cfg) or (rel if rel != "." else run_dir.name)
+    chain = chain_label(run_dir)
+    label = chain or config_label(cfg) or (rel if rel != "." else run_dir.name)
     experiment = _get(cfg, "name")
+    seed = _get(cfg, "seed")
     return Run(
         path=run_dir,
         rel=rel,
@@ -263,6 +275,8 @@ def load_run(run_dir: Path, root: Path) -> Run:
         tasks=tasks,
         model_fingerprint=fingerprint,
         overrides=read_overrides(run_dir),
+        seed=int(seed) if seed is not None else None,
+        chain=chain,
     )
 
 
@@ -325,13 +339,20 @@ def choose_baseline(runs: Sequence[Run], spec: str | None, root: Path) -> tuple[
 # --- samples and comparisons -------------------------------------------------------------------------
 
 
+def samples_path(run: Run, task: str) -> Path:
+    """``samples/<task>.jsonl``, or ``samples/<task>.jsonl.gz`` (a committed study) when only that exists."""
+    path = run.path / "samples" / f"{task}.jsonl"
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.is_file() and gz.is_file() else path
+
+
 def load_samples(run: Run, task: str) -> list[dict[str, Any]]:
     """A run's per-item records for ``task``, checked against its ``metrics.json``.
 
     Raises:
         ReportError: if the file is malformed, or its item count or accuracy disagrees with metrics.json.
     """
-    path = run.path / "samples" / f"{task}.jsonl"
+    path = samples_path(run, task)
     try:
         records = read_samples(path)
     except DataError as err:  # names the file and line
@@ -353,7 +374,7 @@ def compare_task(
     run: Run, base: Run, task: str, *, n_resamples: int, seed: int, warnings: list[str]
 ) -> RunComparison | None:
     """Compare ``run`` with ``base`` on ``task`` (appends loud notes to ``warnings``); None without samples."""
-    missing = [r.rel for r in (run, base) if not (r.path / "samples" / f"{task}.jsonl").is_file()]
+    missing = [r.rel for r in (run, base) if not samples_path(r, task).is_file()]
     if missing:
         warnings.append(
             f"{task}: no samples/{task}.jsonl in {missing}: no paired statistics for `{run.label}`"
@@ -466,8 +487,26 @@ def comparison_section(
     return out
 
 
+def seed_section(runs: Sequence[Run], tasks: Sequence[str], pairs: str | None = None) -> list[str]:
+    """``## Across seeds``: each task's rows over seeds and the seed-aware differences
+    (:mod:`arc_lab.seed_report`; ``pairs``: ``a:b,...``, ``all``, or None = every row vs the base row)."""
+    from arc_lab.seed_report import group_rows, parse_pairs, seed_table
+
+    out = ["## Across seeds", ""]
+    for task in tasks:
+        rows = group_rows(runs, task)
+        if rows:
+            out += seed_table(runs, task, parse_pairs(pairs, rows, None))
+    return out
+
+
 def render_markdown(
-    root: Path, runs: Sequence[Run], tasks: Sequence[str], comparison: list[str], warnings: Sequence[str]
+    root: Path,
+    runs: Sequence[Run],
+    tasks: Sequence[str],
+    comparison: list[str],
+    warnings: Sequence[str],
+    pairs: str | None = None,
 ) -> str:
     """The whole ``report.md`` text, around an already rendered :func:`comparison_section`."""
     out = [
@@ -478,6 +517,7 @@ def render_markdown(
     if warnings:
         out += ["", "## ⚠ Warnings", ""] + [f"- **{w}**" for w in warnings]
     out += ["", *runs_section(runs, tasks), "", *comparison]
+    out += seed_section(runs, tasks, pairs)
     lines = metric_disagreements(runs, tasks)
     out += ["## acc vs acc_norm disagreements between any two runs", ""]
     out += ["Pairs whose ranking flips with the metric (from metrics.json; no significance implied):", ""]
@@ -505,6 +545,7 @@ def build_report(
     out_dir: str | Path | None = None,
     n_resamples: int = 10_000,
     seed: int = 0,
+    pairs: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.png`` for every run under ``root``.
 
@@ -516,6 +557,7 @@ def build_report(
         out_dir: where to write; defaults to ``root``.
         n_resamples: paired-bootstrap resamples per comparison.
         seed: bootstrap seed (the same seed gives the same report).
+        pairs: the row pairs of the seed-aware section (``a:b,...``, ``all``; None: every row vs base).
 
     Returns:
         The paths of ``report.md`` and ``report.png``.
@@ -542,7 +584,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     md_path, png_path = out / "report.md", out / "report.png"
     comparison = comparison_section(base, reason, comps, n_resamples, seed)
-    md_path.write_text(render_markdown(root, runs, tasks, comparison, warnings))
+    md_path.write_text(render_markdown(root, runs, tasks, comparison, warnings, pairs))
     plot_runs(runs, tasks, base, png_path)
     for w in warnings:
         print(f"WARNING: {w}", file=sys.stderr)
@@ -558,8 +600,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory for report.md/report.png (default: the root)")
     parser.add_argument("--n-resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--pairs",
+        help="row pairs of the seed-aware tables: 'a:b,c:d' (row names as the tables print them) or 'all' "
+        "(default: every row vs the base row)",
+    )
+    parser.add_argument(
+        "--seed-table",
+        action="store_true",
+        help="print only the seed-aware tables (rows across seeds, paired differences) and write nothing",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.seed_table:
+            runs = discover_runs(Path(args.root))
+            print("\n".join(seed_section(runs, _select_tasks(runs, args.task), args.pairs)).rstrip())
+            return 0
         md_path, png_path = build_report(
             args.root,
             baseline=args.baseline,
@@ -567,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir=args.out,
             n_resamples=args.n_resamples,
             seed=args.seed,
+            pairs=args.pairs,
         )
     except (ReportError, PairingError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -51,7 +51,7 @@ def test_preset_sweeps_six_rows_and_two_evaluations(hydra_ctx):
     from omegaconf import OmegaConf
 
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
-    assert sweep["subdir"] == "${eval.num_fewshot}shot/${hydra.job.num}"
+    assert sweep["subdir"] == "${eval.num_fewshot}shot/seed${seed}/${hydra.job.num}"
 
 
 @pytest.mark.parametrize(

@@ -169,3 +169,39 @@ def test_example_question_and_prose_read_naturally():
     fact = next(f for f in builtin_facts() if f.item_ids == (item.id,))
     assert item.question == f"What color is the mineral {fact.subject}?"
     assert fact.sentences[0] == f"{fact.subject.capitalize()} is {fact.value} in color."
+
+
+# ------------------------------------------------------------------------------------------ cloze probe
+def test_cloze_probe_is_the_prose_sentence_cut_before_the_value():
+    from arc_lab.data.builtin import builtin_cloze_items, builtin_items, builtin_prose
+
+    prose = " ".join(builtin_prose())
+    for split in ("train", "validation", "test"):
+        questions, cloze = builtin_items(split), builtin_cloze_items(split)
+        assert len(cloze) == len(questions)
+        for q, c in zip(questions, cloze, strict=True):
+            assert c.id == f"cloze-{q.id}" and c.choices == q.choices and c.gold == q.gold
+            assert c.source == "builtin_cloze" and c.split == split
+            # the gold continuation completes a sentence the CPT prose states verbatim; no distractor does
+            assert c.question + " " + c.choices[c.gold] in prose
+            assert not any(
+                c.question + " " + v + " " in prose + " " for j, v in enumerate(c.choices) if j != c.gold
+            )
+
+
+def test_cloze_template_must_name_the_subject_before_the_value():
+    from arc_lab.data.builtin import cloze_prefix
+
+    assert cloze_prefix("{S} is {v} in color.", "varnite") == "Varnite is"
+    with pytest.raises(ValueError, match="names the value before the subject"):
+        cloze_prefix("Without {v}, {s} cannot work.", "the brenoscope")
+
+
+def test_cloze_is_an_eval_task_with_entity_clusters():
+    from arc_lab.data.builtin import builtin_entity
+    from arc_lab.data.loaders import load_mc
+    from arc_lab.eval.tasks import build_contexts
+
+    items = load_mc("builtin_cloze", "test")
+    assert build_contexts("builtin_cloze", items[:1], [], 0) == [items[0].question]
+    assert len({builtin_entity(i.id) for i in items}) == len(items) // 2

@@ -157,6 +157,10 @@ def read_jsonl(path: str | Path, where: str | None = None) -> Iterator[tuple[int
     """
     where = where or str(path)
     data = Path(path).read_bytes()
+    if str(path).endswith(".gz"):  # committed study samples are gzipped
+        import gzip
+
+        data = gzip.decompress(data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
