@@ -58,6 +58,61 @@ def exit_with_user_error(e: Exception) -> None:
     sys.exit(2)
 
 
+def composition_message(e: BaseException) -> str | None:
+    """One line for an error of Hydra's own composition (an unknown group option, a value of the wrong type,
+    an override that does not parse), naming the group or key and, where Hydra knows them, the valid
+    options; None for any other exception."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(e, MissingConfigException):
+        msg = str(e).split("\n")[0]
+        options = list(getattr(e, "options", None) or [])
+        return msg + (f"; available options: {', '.join(options)}" if options else "")
+    if isinstance(e, (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)):
+        msg = " ".join(str(e).split("\n")[0].split())
+        override = getattr(e, "override", None)
+        if isinstance(e, OverrideParseException) and override:
+            msg = f"override {override!r} does not parse ({msg})"
+        cause = e.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            msg += f": {str(cause).splitlines()[0]}"
+            key = getattr(cause, "full_key", None)
+            msg += f" (key {key})" if key else ""
+        return msg
+    return None
+
+
+def _one_line_composition_errors() -> None:
+    """Make Hydra's composition errors exit 2 in one line, as every other user fault does.
+
+    Hydra prints them over several lines and exits 1 from ``hydra._internal.utils.run_and_report`` (which
+    wraps composition and the run). That function is replaced by one that prints :func:`composition_message`
+    and exits 2, and hands every other exception (and everything under ``HYDRA_FULL_ERROR=1``) to Hydra's
+    own handler unchanged. ``tests/test_user_errors.py`` checks it, so a Hydra release that renames the
+    function fails a test instead of silently restoring the old output.
+    """
+    import hydra._internal.utils as hydra_utils
+
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func):
+        try:
+            return func()
+        except Exception as e:
+            msg = composition_message(e)
+            if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+
+                def again():
+                    raise e
+
+                return original(again)
+            print(f"arc_lab: invalid configuration: {msg}", file=sys.stderr)
+            sys.exit(2)
+
+    hydra_utils.run_and_report = run_and_report
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run. Returns the final dev acc_norm (the value Hydra sweepers optimise)."""
@@ -72,4 +127,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    _one_line_composition_errors()
     main()

@@ -122,8 +122,15 @@ def api_keys(entity: str, project: str, group: str | None) -> LoggedKeys:  # pra
     import wandb
 
     keys = LoggedKeys()
-    # lazy=False: the full run fragment, which carries historyKeys ({"keys": {...}, "lastStep": n})
-    runs = wandb.Api().runs(f"{entity}/{project}", filters={"group": group} if group else None, lazy=False)
+    try:
+        api = wandb.Api()
+        # lazy=False: the full run fragment, which carries historyKeys ({"keys": {...}, "lastStep": n})
+        runs = api.runs(f"{entity}/{project}", filters={"group": group} if group else None, lazy=False)
+    except wandb.errors.UsageError as e:  # no API key: a user fault, one line
+        raise DashboardError(
+            f"the W&B API needs a login ({str(e).splitlines()[0]}): run `wandb login` (or set WANDB_API_KEY), "
+            "or pass --runs <sweep dir> to read the run files the cells left locally"
+        ) from None
     for run in runs:
         history = run.history_keys or {}
         history = json.loads(history) if isinstance(history, str) else history

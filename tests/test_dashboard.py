@@ -182,3 +182,30 @@ def test_workspace_json_offline_from_known_keys():
 
     spec = to_json(build_workspace("e", "p", None, plan, "w"))
     assert spec["spec"]["section"]["runSets"][0]["filters"]["filters"] == []  # no group: every run
+
+
+def test_no_credentials_and_no_runs_is_one_line_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc, no W&B settings
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arc_lab.dashboard",
+            "--entity",
+            "e",
+            "--project",
+            "p",
+            "--group",
+            "g",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "wandb login" in lines[0] and "--runs" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

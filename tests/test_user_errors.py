@@ -317,3 +317,32 @@ def test_cli_user_faults_exit_2_in_one_line(tmp_path):
 
     full = run_cli(*tiny, "stage=eval", "+eval.limt=5", env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr  # the full stack on request
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("objective=nope", "Could not find 'objective/nope'; available options: cdpo, clm,"),
+        (
+            "stage.optim.lr=abc",
+            "stage.optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float",
+        ),
+        ("stage.optim.lr=[", "override 'stage.optim.lr=[' does not parse"),
+    ],
+    ids=["unknown_option", "wrong_type", "unparsable"],
+)
+def test_hydra_composition_errors_exit_2_in_one_line(tmp_path, override, expected):
+    # Hydra's own composition errors (multi-line, exit 1 by default) go through arc_lab's one-line handler
+    line = one_line(run_cli(override, f"output_root={tmp_path}"))
+    assert line.startswith("arc_lab: invalid configuration: ") and expected in line, line
+
+
+def test_hydra_composition_error_under_hydra_full_error_keeps_the_full_output(tmp_path):
+    out = run_cli("objective=nope", f"output_root={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    assert out.returncode == 1 and "Traceback" in out.stderr and "MissingConfigException" in out.stderr
+
+
+def test_composition_message_ignores_other_exceptions():
+    from arc_lab.__main__ import composition_message
+
+    assert composition_message(RuntimeError("a bug")) is None
