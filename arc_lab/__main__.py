@@ -12,6 +12,7 @@ re-raises it for the full stack trace.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -83,6 +84,10 @@ def composition_message(e: BaseException) -> str | None:
     return None
 
 
+def _reraise(e: BaseException) -> None:
+    raise e
+
+
 def _one_line_composition_errors() -> None:
     """Make Hydra's composition errors exit 2 in one line, as every other user fault does.
 
@@ -102,11 +107,7 @@ def _one_line_composition_errors() -> None:
         except Exception as e:
             msg = composition_message(e)
             if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-
-                def again():
-                    raise e
-
-                return original(again)
+                return original(functools.partial(_reraise, e))
             print(f"arc_lab: invalid configuration: {msg}", file=sys.stderr)
             sys.exit(2)
 
