@@ -127,6 +127,15 @@ def training_examples(run: RunConfig, kind, tokenizer) -> tuple[Any, dict[str, A
     decontamination = training.decontaminate(items, data_dir=root, hub=data.hub, mode=data.decontaminate)
     builder = {InputKind.ANSWER: build_sft, InputKind.PAIR: build_pairs, InputKind.LIST: build_lists}[kind]
     examples = builder(items)
+    if not examples:  # e.g. every distractor repeats its gold answer: no pair carries a signal
+        from arc_lab.data.loaders import DataError
+
+        raise DataError(
+            f"data.train_sources={list(data.train_sources)}: {len(items)} training question(s) give no "
+            f"{kind.value} example for objective {run.objective['name']!r}"
+            + (" (every distractor equals its question's answer)" if kind is InputKind.PAIR and items else "")
+            + "; check the training files or pick other sources"
+        )
     info.update(
         sources=list(data.train_sources),
         questions=len(items),

@@ -346,3 +346,42 @@ def test_composition_message_ignores_other_exceptions():
     from arc_lab.__main__ import composition_message
 
     assert composition_message(RuntimeError("a bug")) is None
+
+
+def test_training_data_with_no_usable_pair_is_one_data_error(tmp_path):
+    # every choice equals the answer: build_pairs drops them all; before, batching raised a bare ValueError
+    from arc_lab import build
+    from arc_lab.config import to_run_config
+    from arc_lab.data.loaders import DataError
+    from arc_lab.objectives.base import InputKind
+
+    row = {
+        "id": "e1",
+        "question": {"stem": "Same?", "choices": [{"label": "A", "text": "x"}, {"label": "B", "text": "x"}]},
+        "answerKey": "A",
+    }
+    for name, split in (("arc_easy", "train"), ("arc_challenge", "test")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{split}.jsonl").write_text(json.dumps({**row, "id": f"{name}1"}) + "\n")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(
+        config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"
+    ):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "stage=dpo_cpu",
+                f"data.data_dir={tmp_path}",
+                "data.train_sources=[arc_easy]",
+                "data.decontaminate=off",
+            ],
+        )
+    GlobalHydra.instance().clear()
+    with pytest.raises(
+        DataError,
+        match=r"1 training question\(s\) give no pair example for objective 'dpo' \(every distractor",
+    ):
+        build.training_examples(to_run_config(cfg), InputKind.PAIR, None)
