@@ -184,3 +184,21 @@ def test_sample_files_have_one_reader_that_the_report_uses(tmp_path):
         read_samples(path)
     with pytest.raises(ReportError, match=r"arc_challenge.jsonl line 3: invalid JSON"):
         load_samples(run, "arc_challenge")
+
+
+def test_truncated_items_are_counted_in_metrics_and_logged(caplog):
+    # a window shorter than some prompts: lm-eval cuts them from the left; arc_lab says how many it cut
+    from arc_lab.eval import run_eval
+    from arc_lab.models import load_model
+
+    tiny = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
+    model, tok = load_model(source="random", tiny={**tiny, "max_position_embeddings": 512}, seed=0)
+    kw = dict(tasks=["builtin"], num_fewshot=0, batch_size=8, progress=False, limit=8)
+    with caplog.at_level("WARNING", logger="arc_lab.eval.runner"):
+        cut = run_eval("ours", model, tok, max_length=8, **kw)["builtin"]
+    assert 0 < cut["truncated_items"] <= 8
+    assert any(f"{cut['truncated_items']} of 8 items" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="arc_lab.eval.runner"):
+        whole = run_eval("ours", model, tok, max_length=512, **kw)["builtin"]
+    assert whole["truncated_items"] == 0 and not caplog.records

@@ -318,3 +318,20 @@ def test_merge_refuses_weights_that_overflow_its_dtype(smol_tokenizer, tmp_path)
     ):
         merge(model, smol_tokenizer, tmp_path / "model", dtype="float16")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_merge_killed_midway_leaves_nothing_after_the_next_merge(smol_tokenizer, tmp_path, caplog):
+    from arc_lab.train.merge import merge
+
+    stale = tmp_path / ".tmp-model-k1ll3d"  # what a kill during save_pretrained leaves behind
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\0" * 1024)
+    other = tmp_path / ".tmp-checkpoint-x"  # not a merge's: left alone
+    other.mkdir()
+    with caplog.at_level("INFO", logger="arc_lab.train.merge"):
+        merge(tiny_llama(smol_tokenizer), smol_tokenizer, tmp_path / "model")
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-checkpoint-x", "model"]
+    assert any(
+        "left by a merge that was killed" in r.message and str(stale) in r.message for r in caplog.records
+    )

@@ -212,6 +212,21 @@ def run_eval(
             for t in tasks
         }
         metrics[name].update(model_fingerprint=model_fp, backend=name)
+        for t in tasks:
+            cut = _truncated_items(per_task[t])
+            if cut is None:
+                continue
+            metrics[name][t]["truncated_items"] = cut
+            if cut:
+                log.warning(
+                    "eval %s (%s): %d of %d items are longer than the context window and were cut from the left, "
+                    "as lm-eval cuts them (truncated=true in samples/%s.jsonl)",
+                    t,
+                    name,
+                    cut,
+                    len(per_task[t]),
+                    t,
+                )
     main = "ours" if "ours" in samples else "lm_eval"
     result = metrics[main]
     if backend == "both":
@@ -224,6 +239,13 @@ def run_eval(
             if backend == "both":
                 write_outputs(Path(out_dir) / "lm_eval", metrics["lm_eval"], samples["lm_eval"])
     return result
+
+
+def _truncated_items(records: Sequence[dict]) -> int | None:
+    """How many items had a continuation cut to the context window; None when the backend does not say."""
+    if not records or "truncated" not in records[0]:
+        return None
+    return sum(1 for r in records if any(r.get("truncated") or []))
 
 
 def _log_parity(parity: dict) -> None:

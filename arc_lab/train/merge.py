@@ -58,6 +58,9 @@ def merge(model: nn.Module, tokenizer, out_dir: str | Path, *, dtype: str = "flo
             f"stage.merge_dtype=float32 or bfloat16, or a lower stage.optim.lr."
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(out_dir.parent.glob(f".tmp-{out_dir.name}-*")):  # a merge killed midway (7B: ~14 GB)
+        log.info("removing %s, left by a merge that was killed before it finished", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:
         merged.save_pretrained(tmp)
