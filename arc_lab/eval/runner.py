@@ -212,21 +212,7 @@ def run_eval(
             for t in tasks
         }
         metrics[name].update(model_fingerprint=model_fp, backend=name)
-        for t in tasks:
-            cut = _truncated_items(per_task[t])
-            if cut is None:
-                continue
-            metrics[name][t]["truncated_items"] = cut
-            if cut:
-                log.warning(
-                    "eval %s (%s): %d of %d items are longer than the context window and were cut from the left, "
-                    "as lm-eval cuts them (truncated=true in samples/%s.jsonl)",
-                    t,
-                    name,
-                    cut,
-                    len(per_task[t]),
-                    t,
-                )
+        _count_truncated(name, metrics[name], per_task)
     main = "ours" if "ours" in samples else "lm_eval"
     result = metrics[main]
     if backend == "both":
@@ -241,11 +227,24 @@ def run_eval(
     return result
 
 
-def _truncated_items(records: Sequence[dict]) -> int | None:
-    """How many items had a continuation cut to the context window; None when the backend does not say."""
-    if not records or "truncated" not in records[0]:
-        return None
-    return sum(1 for r in records if any(r.get("truncated") or []))
+def _count_truncated(backend: str, metrics: dict, per_task: dict[str, list[dict]]) -> None:
+    """``truncated_items`` per task (items with a continuation cut to the context window) into ``metrics``,
+    with a WARNING when any was cut; nothing for a backend whose samples do not say."""
+    for task, records in per_task.items():
+        if not records or "truncated" not in records[0]:
+            continue
+        cut = sum(1 for r in records if any(r.get("truncated") or []))
+        metrics[task]["truncated_items"] = cut
+        if cut:
+            log.warning(
+                "eval %s (%s): %d of %d items are longer than the context window and were cut from the left, "
+                "as lm-eval cuts them (truncated=true in samples/%s.jsonl)",
+                task,
+                backend,
+                cut,
+                len(records),
+                task,
+            )
 
 
 def _log_parity(parity: dict) -> None:
