@@ -93,11 +93,30 @@ def gguf_checkpoint(package: str, filename: str) -> Path:
 
     The cache key includes a hash of the GGUF file, so a different file never reuses a stale cache.
     The directory is written to a temporary sibling and renamed, so a killed conversion leaves nothing.
+    It carries a ``MANIFEST.json`` (size and sha256 of every file, as the stage cache): an entry whose
+    files no longer match it (zeroed bytes, a truncated ``model.safetensors``, an entry from before
+    manifests) is rebuilt with a WARNING naming the damage, so the base model's cache key (the GGUF file's
+    hash and the model config) always stands for the same weights, and the eval cache cannot hit for a
+    changed model. An unwritable ``$ARC_LAB_CACHE`` is one :class:`ModelLoadError` before any work.
     """
+    from arc_lab import manifest
+    from arc_lab.runinfo import write_probe
+
     gguf = find_gguf(package, filename)
     out = cache_root() / "models" / f"{Path(filename).stem}-{_file_sha(gguf)}"
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
-        return out
+    if out.is_dir():
+        problems = manifest.check_manifest(out)
+        if not problems:
+            return out
+        log.warning(
+            "model cache entry %s is damaged or incomplete (%s): rebuilding it", out, "; ".join(problems)
+        )
+    reason = write_probe(out.parent)
+    if reason is not None:
+        raise ModelLoadError(
+            f"cannot write the model cache {out.parent} ({reason}); set ARC_LAB_CACHE to a writable folder "
+            f"(the dequantised {filename} is cached there, ~0.5 GB)"
+        )
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     log.info("dequantising %s once (about 20 s); caching in %s", gguf, out)
@@ -114,6 +133,7 @@ def gguf_checkpoint(package: str, filename: str) -> Path:
     clean.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "SOURCE").write_text(f"{gguf}\n")
+    manifest.write_manifest(tmp)  # sizes and sha256: a later load checks them (memoised) before trusting it
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -128,6 +128,24 @@ def disk_full_guard(target: str | Path, kept: str | Callable[[], str]) -> Iterat
         raise DiskFull(path, [note]) from e
 
 
+def write_probe(directory: str | Path) -> str | None:
+    """Why nothing can be written into ``directory`` (created with its parents if missing), or None.
+
+    Creates and removes a probe file, so it also catches what the mode bits do not show: a read-only
+    filesystem, or a file standing where a folder should be (``os.access`` says yes to root everywhere).
+    """
+    import tempfile
+
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    return None
+
+
 def save_torch(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a Python file object, so that a failed write surfaces as the ``OSError`` (with
     ``errno`` and the file name) instead of torch's own ``RuntimeError`` from its C++ writer."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,49 @@ def test_gguf_cache_is_rebuilt_in_a_fresh_cache_dir(tmp_path):
     ckpt = tmp_path / "models" / out.stdout.strip().splitlines()[-1].split("/models/")[-1]
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
     assert not [p for p in (tmp_path / "models").iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.slow
+def test_a_damaged_model_cache_entry_is_rebuilt_not_trusted(tmp_path):
+    """8 MB zeroed in the middle of the cached weights (same size): the next load logs the damage and
+    rebuilds the entry, whose files then equal the first build's (so the base model's cache key still
+    stands for those weights)."""
+    from arc_lab import manifest
+
+    env = {**os.environ, "ARC_LAB_CACHE": str(tmp_path)}
+    code = f"from arc_lab.models import gguf_checkpoint; print(gguf_checkpoint({PKG!r}, {GGUF!r}))"
+
+    def build() -> subprocess.CompletedProcess:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        return out
+
+    ckpt = Path(build().stdout.strip().splitlines()[-1])
+    weights = ckpt / "model.safetensors"
+    first = manifest.manifest_digest(ckpt)
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\0" * (8 << 20))
+    assert weights.stat().st_size == size
+    assert any("model.safetensors: content differs" in p for p in manifest.check_manifest(ckpt))
+    again = build()
+    assert "is damaged or incomplete (model.safetensors: content differs" in again.stderr
+    assert manifest.check_manifest(ckpt) == [] and manifest.manifest_digest(ckpt) == first
+    # a truncated file is caught the same way (by its size, before any hashing)
+    with open(weights, "r+b") as f:
+        f.truncate(size - 1000)
+    assert manifest.check_manifest(ckpt) == [
+        f"model.safetensors: {size - 1000} bytes, the manifest says {size}"
+    ]
+
+
+def test_an_unwritable_model_cache_is_one_error_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ARC_LAB_CACHE", str(tmp_path / "file" / "cache"))  # a file where a folder should be
+    with pytest.raises(
+        ModelLoadError, match=r"cannot write the model cache .*file/cache/models .*set ARC_LAB_CACHE"
+    ):
+        gguf_checkpoint(PKG, GGUF)
