@@ -38,10 +38,17 @@ from arc_lab.cache import (
     stage_lock,
     why_no_entry,
 )
-from arc_lab.config import RunConfig
+from arc_lab.config import ConfigError, RunConfig
 from arc_lab.eval.metrics import NonFiniteLogLikelihood
 from arc_lab.plan import ModelRef, root_ref, stage_config_key, stage_hash, stage_label
-from arc_lab.runinfo import atomic_write_text, config_hash, disk_full_guard, write_json, write_provenance
+from arc_lab.runinfo import (
+    atomic_write_text,
+    config_hash,
+    disk_full_guard,
+    write_json,
+    write_probe,
+    write_provenance,
+)
 from arc_lab.stage_kinds import STAGE_KINDS
 
 log = logging.getLogger(__name__)
@@ -230,6 +237,13 @@ def run_pipeline(plan: list[RunConfig], run_dir: str | Path) -> float | None:
     run_dir = Path(run_dir)
     run = plan[-1]
     root = Path(run.output_root)
+    for cache in (root / "stages", root / "evals"):  # before any work: nothing computed is thrown away
+        reason = write_probe(cache)
+        if reason is not None:
+            raise ConfigError(
+                f"output_root={run.output_root}: cannot write the cache folder {cache} ({reason}); "
+                "choose a writable output_root=<dir>"
+            )
     random.seed(run.seed)
     write_provenance(run_dir, build.as_dict(run))
     manifest.use_memo(root / "fingerprint-memo.json")

@@ -385,3 +385,17 @@ def test_training_data_with_no_usable_pair_is_one_data_error(tmp_path):
         match=r"1 training question\(s\) give no pair example for objective 'dpo' \(every distractor",
     ):
         build.training_examples(to_run_config(cfg), InputKind.PAIR, None)
+
+
+@pytest.mark.slow
+def test_unwritable_output_root_fails_before_the_base_evaluation(tmp_path):
+    (tmp_path / "file").write_text("")
+    root = tmp_path / "file" / "out"  # a file where the output folder should be: unwritable even for root
+    out = run_cli(
+        "model=tiny_llama", "stage=eval", f"output_root={root}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    line = one_line(out)
+    assert line.startswith(
+        f"arc_lab: invalid configuration: output_root={root}: cannot write the cache folder"
+    )
+    assert "eval: scoring" not in out.stderr  # failed before any evaluation
