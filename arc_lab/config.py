@@ -265,8 +265,10 @@ class OptimConfig:
     weight_decay: float = 0.0
     #: clip the global grad norm to this (0 = no clipping)
     max_grad_norm: float = 1.0
-    #: fp32 | bf16 (bf16 autocast on GPU and CPU alike; weights and optimizer state stay fp32)
-    precision: str = "fp32"
+    #: auto | fp32 | bf16 (bf16 autocast on GPU and CPU alike; weights and optimizer state stay fp32). auto:
+    #: bf16 where it is native (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32, logged; the
+    #: resolved value is what the stage hash and the run folder record
+    precision: str = "auto"
     #: seed of the data order, dropout and the adapter's initialisation; null = the run's ``seed`` (so
     #: ``seed=1`` reaches every stage of a chain, init stages included; 0 for an OptimConfig used outside a
     #: run); a value set here wins
@@ -287,7 +289,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _check_choice("stage.optim.scheduler", self.scheduler, ("linear", "cosine", "constant"))
-        _check_choice("stage.optim.precision", self.precision, ("fp32", "bf16"))
+        _check_choice("stage.optim.precision", self.precision, ("auto", "fp32", "bf16"))
         _check_float("stage.optim.lr", self.lr, low=0.0, low_open=True)
         _check_float("stage.optim.epochs", self.epochs, low=0.0, low_open=True)
         _check_int("stage.optim.max_steps", self.max_steps, 1, null="run the epochs")
@@ -507,6 +509,10 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     run.objective = check_objective(run.stage.name, dict(run.objective), OBJECTIVES)
     if run.stage.optim.seed is None:  # resolved here, so the stage hash sees the seed the stage trains with
         run.stage.optim.seed = run.seed
+    if STAGE_KINDS[run.stage.name].trains:  # the hash and the run folder see the precision it trains in
+        from arc_lab.precision import resolve_precision
+
+        run.stage.optim.precision = resolve_precision(run.stage.optim.precision)
     _check_stage_data(run)
     return run
 

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from arc_lab.data.builtin import builtin_entity
-from arc_lab.report import ReportError, Run, chain_label, compare_task, discover_runs, load_samples
+from arc_lab.report import compare_task, seed_section
 from arc_lab.runinfo import atomic_write_text
+from arc_lab.runs import ReportError, Run, chain_label, discover_runs, load_samples
 from arc_lab.stats import PairingError, clustered_stderr
 
 TASK = "builtin"
@@ -88,8 +89,6 @@ def controls_table(root: str | Path, *, n_resamples: int = 10_000, seed: int = 0
 def seeds_table(root: str | Path) -> str:
     """The seed-aware tables of a multi-seed built-in study: each task's rows across seeds and the
     comparisons of :data:`SEED_PAIRS` (:mod:`arc_lab.seed_report`)."""
-    from arc_lab.report import seed_section
-
     runs = discover_runs(Path(root))
     tasks = [t for t in SEED_PAIRS if any(t in r.tasks for r in runs)]
     out: list[str] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from arc_lab.report import Run
+    from arc_lab.runs import Run
 
 METRICS = ("acc", "acc_norm")
 

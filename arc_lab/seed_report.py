@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from arc_lab.report import METRICS, ReportError, Run, load_samples
+from arc_lab.runs import METRICS, ReportError, Run, load_samples
 from arc_lab.stats import MIN_CALIBRATED_SEEDS, SeedAwareDiff, mcnemar_exact, pair_samples, seed_item_diff
 
 #: Overrides that do not make a different row (the seed, where the caches live).

@@ -184,6 +184,7 @@ def run_ours(
         log_every=1,
         max_grad_norm=1.0,
         prefix_sharing=shared,
+        precision="fp32",
     )
     lora = LoraConfig(r=LORA_R, alpha=LORA_ALPHA, dropout=0.0, target_modules=lora_targets(model))
     clock = StepClock()

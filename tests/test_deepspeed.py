@@ -354,6 +354,7 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2):
         log_every=1,
         save_every=1,
         scheduler="constant",
+        precision="fp32",
     )
     lora = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     return train(

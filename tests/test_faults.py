@@ -110,7 +110,14 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_bit
     smol_tokenizer, blocks, tmp_path, monkeypatch
 ):
     optim = OptimConfig(
-        lr=3e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, save_every=2, log_every=1, scheduler="cosine"
+        lr=3e-3,
+        max_steps=6,
+        batch_size=4,
+        warmup_ratio=0.0,
+        save_every=2,
+        log_every=1,
+        scheduler="cosine",
+        precision="fp32",
     )
 
     def run(out_dir):

@@ -65,3 +65,23 @@ def test_ci_runs_tests_and_lint_and_fails_if_either_fails(tmp_path, test_rc, lin
     proc = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], env=env, capture_output=True, text=True)
     assert calls.read_text().split() == ["test", "lint"]  # lint runs even after failed tests
     assert (proc.returncode == 0) == (test_rc == 0 and lint_rc == 0), proc.stdout + proc.stderr
+
+
+def test_no_file_names_a_machine_path_or_a_document_outside_the_repository():
+    """Nothing committed names a path of the machine it was written on (``/work/...``, ``/root/...``,
+    ``/home/<user>``) or points at a document outside the repository (``../shared/docs``); ``../shared/data``
+    is the documented optional data folder and stays allowed."""
+    root = Path(__file__).resolve().parents[1]
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    bad = re.compile(r"(?<![\w.])/(work|root|home/\w+)/|\.\./shared/docs")
+    hits = []
+    for rel in files:
+        path = root / rel
+        if path.suffix in {".gz", ".png"} or not path.is_file():
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if bad.search(line) and rel != "tests/test_habits.py":
+                hits.append(f"{rel}:{n}: {line.strip()[:100]}")
+    assert not hits, "\n".join(hits)

@@ -501,7 +501,7 @@ def test_build_objective_unknown_param():
 
 
 # Every objective's constructor defaults, as each module's docstring (Usual ranges / Defaults / Args) and
-# /work/shared/docs/preference-losses.md state them. A default changed in code without its docstring (or the
+# the papers they cite state them. A default changed in code without its docstring (or the
 # reverse) fails here; a new objective or parameter fails until it is added with its documented source.
 DOCUMENTED_DEFAULTS: dict[str, dict] = {
     "clm": {},  # no hyper-parameters

@@ -57,7 +57,13 @@ def test_cpt_full_finetune_loss_goes_down_logs_evals_and_resumes(smol_tokenizer,
         return {"eval/probe": float(step)}
 
     optim = OptimConfig(
-        lr=3e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, log_every=2, scheduler="constant"
+        lr=3e-3,
+        max_steps=6,
+        batch_size=4,
+        warmup_ratio=0.0,
+        log_every=2,
+        scheduler="constant",
+        precision="fp32",
     )
     run = dict(
         optim=optim,
@@ -95,7 +101,13 @@ def test_grad_accumulation_2x4_equals_batch_8(smol_tokenizer, tmp_path):
     states = []
     for bs, accum in ((8, 1), (4, 2)):
         optim = OptimConfig(
-            lr=1e-3, max_steps=2, batch_size=bs, grad_accum=accum, warmup_ratio=0.0, log_every=1
+            lr=1e-3,
+            max_steps=2,
+            batch_size=bs,
+            grad_accum=accum,
+            warmup_ratio=0.0,
+            log_every=1,
+            precision="fp32",
         )
         r = train(
             tiny(smol_tokenizer),
@@ -130,7 +142,9 @@ class NaNAfter(Objective):
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(smol_tokenizer, blocks, tmp_path):
-    optim = OptimConfig(lr=1e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, save_every=1, log_every=1)
+    optim = OptimConfig(
+        lr=1e-3, max_steps=6, batch_size=4, warmup_ratio=0.0, save_every=1, log_every=1, precision="fp32"
+    )
     with pytest.raises(TrainingDiverged) as err:
         train(
             tiny(smol_tokenizer),
@@ -192,7 +206,7 @@ def tiny_llama(tok, seed=0):
     ],
 )
 def test_a_broken_last_update_fails_and_saves_nothing(smol_tokenizer, blocks, tmp_path, lr, steps, error):
-    optim = OptimConfig(lr=lr, max_steps=steps, batch_size=4, warmup_ratio=0.0, log_every=1)
+    optim = OptimConfig(lr=lr, max_steps=steps, batch_size=4, warmup_ratio=0.0, log_every=1, precision="fp32")
     with pytest.raises(error) as err:
         train(
             tiny_llama(smol_tokenizer),
@@ -211,7 +225,7 @@ def test_a_broken_last_update_fails_and_saves_nothing(smol_tokenizer, blocks, tm
 
 
 def test_check_model_criteria(smol_tokenizer, blocks):
-    optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=4)
+    optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=4, precision="fp32")
     model = tiny_llama(smol_tokenizer)
     setup = prepare(model, smol_tokenizer, CLMLoss(), blocks, optim=optim, seq_len=32)
     check_model(model, setup, step=0, where="")  # a random model reads its input: no false alarm

@@ -53,7 +53,9 @@ def trained(smol_tokenizer, tmp_path_factory):
         smol_tokenizer,
         build_objective("dpo", beta=0.1),
         PAIRS,
-        optim=OptimConfig(lr=1e-2, max_steps=3, batch_size=4, warmup_ratio=0.0, log_every=1),
+        optim=OptimConfig(
+            lr=1e-2, max_steps=3, batch_size=4, warmup_ratio=0.0, log_every=1, precision="fp32"
+        ),
         out_dir=tmp_path_factory.mktemp("lora"),
         seq_len=64,
         precompute_reference=False,

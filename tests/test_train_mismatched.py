@@ -97,7 +97,7 @@ def test_loop_attaches_the_mismatched_logps(smol_tokenizer, tmp_path, caplog, pr
             tok,
             objective,
             LISTS,
-            optim=OptimConfig(lr=1e-3, max_steps=1, batch_size=len(LISTS), log_every=1),
+            optim=OptimConfig(lr=1e-3, max_steps=1, batch_size=len(LISTS), log_every=1, precision="fp32"),
             out_dir=tmp_path / "run",
             seq_len=64,
             lora=LoraConfig(r=4, alpha=8, dropout=0.0),

@@ -81,7 +81,7 @@ def test_damaged_cache_is_recomputed_loudly(smol_tokenizer, tmp_path, caplog, da
 def test_full_finetune_dpo_uses_the_cache(smol_tokenizer, tmp_path):
     """Full fine-tuning has no frozen reference: train() precomputes it (miss), a rerun reuses it (hit).
     At step 1 the policy is the reference, so DPO's loss is log 2."""
-    optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=6, warmup_ratio=0.0, log_every=1)
+    optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=6, warmup_ratio=0.0, log_every=1, precision="fp32")
     runs = [
         train(
             tiny(smol_tokenizer),
@@ -114,7 +114,7 @@ def test_listwise_lora_cached_equals_adapter_off(smol_tokenizer, tmp_path):
         )
         for i in range(4)
     ]
-    optim = OptimConfig(lr=1e-3, max_steps=2, batch_size=4, warmup_ratio=0.0, log_every=1)
+    optim = OptimConfig(lr=1e-3, max_steps=2, batch_size=4, warmup_ratio=0.0, log_every=1, precision="fp32")
     losses = []
     for pre in (True, False):
         r = train(

@@ -41,7 +41,7 @@ class SlowLogger:
         time.sleep(sleep)
 
 optim = OptimConfig(lr=5e-3, max_steps=8, batch_size=4, grad_accum=1, warmup_ratio=0.25, scheduler="cosine",
-                    save_every=2, log_every=1, seed=3)
+                    save_every=2, log_every=1, seed=3, precision="fp32")
 r = train(model, tok, build_objective("dpo", beta=0.1), pairs, optim=optim, out_dir=out_dir, seq_len=48,
           lora=LoraConfig(r=4, alpha=8, dropout=0.2), cache_dir=cache_dir, logger=SlowLogger(), progress=False)
 history = [{k: v for k, v in h.items() if k != "tokens_per_s"} for h in r.history]
@@ -117,7 +117,9 @@ def _clm_run(tok, out_dir, **kw):
         intermediate_size=128,
         max_position_embeddings=2048,
     )
-    optim = OptimConfig(lr=3e-3, max_steps=4, batch_size=4, warmup_ratio=0.0, log_every=1, save_every=1)
+    optim = OptimConfig(
+        lr=3e-3, max_steps=4, batch_size=4, warmup_ratio=0.0, log_every=1, save_every=1, precision="fp32"
+    )
     return train(
         model, tok, CLMLoss(), blocks, optim=optim, out_dir=out_dir, seq_len=32, progress=False, **kw
     )

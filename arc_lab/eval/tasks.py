@@ -1,6 +1,6 @@
 """Task definitions at lm-eval 0.4.x parity: prompt text, few-shot draws, ``--limit``.
 
-Every rule here mirrors a line of lm-eval (see ``../shared/docs/lmeval-parity.md`` §1-2):
+Every rule here mirrors a line of lm-eval 0.4.x (its ``ConfigurableTask`` and ``simple_evaluate``):
 
 * ``doc_to_text`` per task (its prompt style in :data:`arc_lab.data.registry.DATASETS`): ARC / builtin
   ``"Question: {q}\\nAnswer:"``; OpenBookQA the raw question stem; SciQ

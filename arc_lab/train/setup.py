@@ -170,6 +170,10 @@ def prepare(
         cache_dir: cache root (default :func:`arc_lab.models.cache_root`).
         stepper_factory: builds the stepper (signature of :func:`arc_lab.train.stepper.torch_stepper`).
     """
+    if optim.precision == "auto":  # a run resolves it while validating; an OptimConfig used directly, here
+        from arc_lab.precision import resolve_precision
+
+        optim = dataclasses.replace(optim, precision=resolve_precision(optim.precision))
     seed_everything(optim.seed_value)
     dataset = tokenize_examples(
         tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=append_eos
