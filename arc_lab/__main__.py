@@ -7,7 +7,8 @@ A failure that is the user's to fix (a bad override, a missing or malformed data
 be found, training that diverged or collapsed under the configured hyper-parameters, a model whose scores
 are not finite, a full disk) exits with status 2 and the
 message, which names the file or the override key, without a Python traceback; ``HYDRA_FULL_ERROR=1``
-re-raises it for the full stack trace.
+re-raises it for the full stack trace. A run stopped by a scheduler's signal (SIGTERM, SIGUSR2) after
+saving its checkpoint exits with status 3 and one line (:mod:`arc_lab.train.preempt`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from omegaconf import DictConfig
 from arc_lab.config import ConfigError, register_configs
 
 log = logging.getLogger("arc_lab")
+#: Exit status of a run stopped by a scheduler's signal after its checkpoint (2 is for user faults).
+PREEMPTED_EXIT = 3
 register_configs()
 
 
@@ -119,12 +122,18 @@ def main(cfg: DictConfig) -> float | None:
     """Validate, then run. Returns the final dev acc_norm (the value Hydra sweepers optimise)."""
     from arc_lab.pipeline import run_pipeline
     from arc_lab.plan import plan_chain
+    from arc_lab.train.preempt import Preempted
 
     try:
         plan = plan_chain(cfg)  # validated RunConfigs, the run's own last: nothing below reads cfg
         return run_pipeline(plan, run_dir=HydraConfig.get().runtime.output_dir)
     except user_errors() as e:
         exit_with_user_error(e)
+    except Preempted as e:  # not a fault: the checkpoint is saved, a rerun resumes from it
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"arc_lab: preempted: {e}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT)
 
 
 if __name__ == "__main__":

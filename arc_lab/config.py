@@ -277,6 +277,9 @@ class OptimConfig:
     log_every: int = 10
     #: checkpoint every N optimizer steps (0 = only at the end)
     save_every: int = 0
+    #: also checkpoint when this many minutes passed since the last checkpoint (0 = off); a preempted or
+    #: timed-out job then loses at most this much. SIGTERM / SIGUSR2 checkpoint at the next step anyway
+    save_every_minutes: float = 0.0
     #: prompt and answers of one question in one packed row, each encoded once (block mask; eager/sdpa
     #: attention only, other kernels fall back with a warning). Same maths as false (one row per answer),
     #: equal to fp32 rounding; the data order (whole questions per batch) does not depend on it
@@ -300,6 +303,7 @@ class OptimConfig:
         _check_float("stage.optim.max_grad_norm", self.max_grad_norm, low=0.0)  # 0 = no clipping
         _check_int("stage.optim.log_every", self.log_every, 1)
         _check_int("stage.optim.save_every", self.save_every, 0)
+        _check_float("stage.optim.save_every_minutes", self.save_every_minutes, low=0.0)
         _check_int("stage.optim.seed", self.seed, 0, null="the run's seed")
 
 

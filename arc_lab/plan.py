@@ -29,7 +29,7 @@ from arc_lab.runinfo import config_hash
 from arc_lab.stage_kinds import STAGE_KINDS
 
 #: Stage/optim fields that do not change the trained weights (kept out of the stage hash).
-NOT_HASHED = {"init_overrides", "log_every", "save_every", "deepspeed", "merge"}
+NOT_HASHED = {"init_overrides", "log_every", "save_every", "save_every_minutes", "deepspeed", "merge"}
 #: Longest chain of init stages followed before calling it cyclic.
 MAX_CHAIN = 8
 

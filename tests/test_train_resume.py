@@ -96,7 +96,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
 
 
 # ------------------------------------------------------------------------------ damaged checkpoints
-def _clm_run(tok, out_dir, **kw):
+def _clm_run(tok, out_dir, save: int = 1, minutes: float = 0.0, **kw):
     """4 full-fine-tune CLM steps on 7 builtin blocks of a tiny model, a checkpoint after every step."""
     from arc_lab.config import OptimConfig
     from arc_lab.data.builders import pack_blocks
@@ -118,7 +118,14 @@ def _clm_run(tok, out_dir, **kw):
         max_position_embeddings=2048,
     )
     optim = OptimConfig(
-        lr=3e-3, max_steps=4, batch_size=4, warmup_ratio=0.0, log_every=1, save_every=1, precision="fp32"
+        lr=3e-3,
+        max_steps=4,
+        batch_size=4,
+        warmup_ratio=0.0,
+        log_every=1,
+        save_every=save,
+        save_every_minutes=minutes,
+        precision="fp32",
     )
     return train(
         model, tok, CLMLoss(), blocks, optim=optim, out_dir=out_dir, seq_len=32, progress=False, **kw
@@ -164,3 +171,62 @@ def test_with_no_intact_checkpoint_training_starts_over(smol_tokenizer, tmp_path
     assert again.resumed_from is None
     assert "step-000003 is damaged" in caplog.text and "scratch (no intact checkpoint)" in caplog.text
     assert _same_weights(again, full)
+
+
+# ------------------------------------------------------------------------------ preemption
+class _SignalAt:
+    """A logger that sends this process a scheduler's signal after step ``at`` (the handler only records)."""
+
+    def __init__(self, at: int, signum: int) -> None:
+        self.at, self.signum = at, signum
+
+    def log(self, metrics, step):
+        if step == self.at and "loss" in metrics:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
+def test_a_signal_mid_stage_checkpoints_then_a_rerun_finishes_bitwise(
+    smol_tokenizer, tmp_path, caplog, signum
+):
+    from arc_lab.train.preempt import Preempted
+
+    full = _clm_run(smol_tokenizer, tmp_path / "full", save=0)
+    previous = signal.getsignal(signum)
+    with pytest.raises(
+        Preempted, match=rf"{signal.Signals(signum).name} at step 3 of 4: checkpoint .*step-000003"
+    ):
+        with caplog.at_level(logging.WARNING, logger="arc_lab.train"):
+            _clm_run(smol_tokenizer, tmp_path / "cut", save=0, logger=_SignalAt(2, signum))
+    assert signal.getsignal(signum) == previous  # our handler is gone again
+    assert "redoes no step" in caplog.text
+    assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["step-000003"]
+    again = _clm_run(smol_tokenizer, tmp_path / "cut", save=0)
+    assert again.resumed_from == 3  # the step running at the signal was finished and saved: 0 steps redone
+    assert _same_weights(again, full)
+
+
+def test_the_handler_installed_before_is_called_after_the_checkpoint(smol_tokenizer, tmp_path):
+    # submitit installs its own SIGUSR2 handler (requeue, then exit): it must still get the signal
+    from arc_lab.train.preempt import Preempted
+
+    seen = []
+    previous = signal.signal(
+        signal.SIGUSR2, lambda s, f: seen.append(((tmp_path / "cut" / "checkpoints").is_dir(), s))
+    )
+    try:
+        with pytest.raises(Preempted):
+            _clm_run(smol_tokenizer, tmp_path / "cut", save=0, logger=_SignalAt(1, signal.SIGUSR2))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [(True, signal.SIGUSR2)]  # called once, after the checkpoint existed
+
+
+def test_time_based_checkpoints(smol_tokenizer, tmp_path):
+    _clm_run(smol_tokenizer, tmp_path / "timed", save=0, minutes=1e-9)  # due after every step
+    assert sorted(p.name for p in (tmp_path / "timed" / "checkpoints").iterdir()) == [
+        "step-000003",
+        "step-000004",
+    ]
+    _clm_run(smol_tokenizer, tmp_path / "end", save=0)
+    assert [p.name for p in (tmp_path / "end" / "checkpoints").iterdir()] == ["step-000004"]

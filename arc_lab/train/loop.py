@@ -67,6 +67,7 @@ from arc_lab.train.health import TrainingDiverged, check_model
 from arc_lab.train.loggers import NullLogger
 from arc_lab.train.lora import reference_mode
 from arc_lab.train.mismatched import mismatched_logps
+from arc_lab.train.preempt import Preempted, PreemptionGuard
 from arc_lab.train.setup import TrainSetup, prepare
 from arc_lab.train.stepper import Stepper, torch_stepper
 
@@ -285,33 +286,54 @@ def _steps(
     """
     optim, stepper, model, ckpt = setup.optim, setup.stepper, setup.stepper.module, None
     window, t0 = defaultdict(float), time.perf_counter()
-    while state.step < setup.total_steps:
-        lr = stepper.lr()
-        _optimizer_step(setup, objective, stream, state, window, out_dir)
-        bar.update(1)
-        done = state.step == setup.total_steps
-        save = done or (optim.save_every and state.step % optim.save_every == 0)
-        if save:  # the weights the last update produced; a broken state is never saved nor evaluated
-            check_model(model, setup, step=state.step, where=_advice(out_dir, lr))
-        if state.step % optim.log_every == 0 or done:
-            record = _flush(window, state, setup, time.perf_counter() - t0)
-            state.history.append(record)
-            logger.log(record, state.step)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            log.info(
-                "step %d/%d %s",
-                state.step,
-                setup.total_steps,
-                " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"),
+    last_save = time.monotonic()
+    with PreemptionGuard() as guard:
+        while state.step < setup.total_steps:
+            lr = stepper.lr()
+            _optimizer_step(setup, objective, stream, state, window, out_dir)
+            bar.update(1)
+            done = state.step == setup.total_steps
+            minutes = optim.save_every_minutes
+            stop, timed = guard.poll(
+                setup.world, bool(minutes) and time.monotonic() - last_save >= 60 * minutes
             )
-            window, t0 = defaultdict(float), time.perf_counter()
-        if eval_fn is not None and ((eval_every and state.step % eval_every == 0) or done):
-            metrics = _run_eval(eval_fn, model, state.step)
-            state.history.append({"step": state.step, **metrics})
-            logger.log(metrics, state.step)
-        if save:
-            ckpt = save_checkpoint(out_dir, stepper, state, keep=keep_checkpoints)
+            stop = stop and not done
+            save = done or stop or timed or (optim.save_every and state.step % optim.save_every == 0)
+            if save:  # the weights the last update produced; a broken state is never saved nor evaluated
+                check_model(model, setup, step=state.step, where=_advice(out_dir, lr))
+            if state.step % optim.log_every == 0 or done:
+                record = _flush(window, state, setup, time.perf_counter() - t0)
+                state.history.append(record)
+                logger.log(record, state.step)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                log.info(
+                    "step %d/%d %s",
+                    state.step,
+                    setup.total_steps,
+                    " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"),
+                )
+                window, t0 = defaultdict(float), time.perf_counter()
+            if eval_fn is not None and ((eval_every and state.step % eval_every == 0) or done):
+                metrics = _run_eval(eval_fn, model, state.step)
+                state.history.append({"step": state.step, **metrics})
+                logger.log(metrics, state.step)
+            if save:
+                ckpt = save_checkpoint(out_dir, stepper, state, keep=keep_checkpoints)
+                last_save = time.monotonic()
+            if stop:
+                _preempted(guard, state, setup.total_steps, ckpt)
     return ckpt
+
+
+def _preempted(guard: PreemptionGuard, state: LoopState, total: int, ckpt: Path | None) -> None:
+    """After the checkpoint a scheduler's signal asked for: log it, pass the signal on, stop."""
+    msg = (
+        f"{guard.name} at step {state.step} of {total}: checkpoint {ckpt} saved after finishing that step, so a "
+        "rerun of the same command (or the scheduler's requeue) resumes from it and redoes no step"
+    )
+    log.warning("preempted: %s", msg)
+    guard.chain()  # submitit's handler requeues the job and exits here
+    raise Preempted(msg)
 
 
 def _across_ranks(window: dict[str, float], world: int) -> dict[str, float]:

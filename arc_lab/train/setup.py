@@ -235,7 +235,13 @@ def prepare(
         "optim": {
             k: v
             for k, v in dataclasses.asdict(optim).items()
-            if k not in ("log_every", "save_every", "prefix_sharing")  # same maths either way
+            if k
+            not in (
+                "log_every",
+                "save_every",
+                "save_every_minutes",
+                "prefix_sharing",
+            )  # same maths either way
         },
         "lora": dataclasses.asdict(lora) if lora_on else None,
         "reference": reference.split(" ")[0],
