@@ -120,10 +120,21 @@ def _one_line_composition_errors() -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run. Returns the final dev acc_norm (the value Hydra sweepers optimise)."""
+    from arc_lab import dist
     from arc_lab.pipeline import run_pipeline
     from arc_lab.plan import plan_chain
     from arc_lab.train.preempt import Preempted
 
+    ranks = dist.scheduler_env()
+    if ranks:  # a task of a multi-task SLURM/submitit job: one rank of a data-parallel world
+        os.environ.update(ranks)
+        log.info(
+            "scheduler job: rank %s of %s, rendezvous %s:%s",
+            ranks["RANK"],
+            ranks["WORLD_SIZE"],
+            ranks["MASTER_ADDR"],
+            ranks["MASTER_PORT"],
+        )
     try:
         plan = plan_chain(cfg)  # validated RunConfigs, the run's own last: nothing below reads cfg
         return run_pipeline(plan, run_dir=HydraConfig.get().runtime.output_dir)
