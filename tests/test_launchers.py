@@ -114,3 +114,54 @@ def test_submitit_local_runs_cells_in_parallel_sharing_one_cpt(tmp_path):
     assert len(evals) == 3 and not [e for e in evals if e.name.startswith(".")]  # base, cpt, cpt→dpo
     for e in evals:
         assert len((e / "samples" / "builtin.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_submitit_local_two_tasks_train_one_zero2_cpt_equal_to_one_process(tmp_path):
+    """``hydra.launcher.tasks_per_node=2``: the two tasks of one submitit job become ranks 0 and 1 of a
+    ZeRO-2 world (dist.scheduler_env, no torchrun) and train one CPT stage: 2 ranks x 1 block per step give
+    the weights of 1 process x 2 blocks, within the AdamW bound of tests/numerics.py; only rank 0 writes
+    the stage entry and evaluates."""
+    from safetensors.torch import load_file
+
+    from tests.numerics import ADAM_RMS_TOL, adam_rms
+
+    common = [
+        "launcher=deepspeed_zero2",
+        "stage=cpt",
+        "objective=clm",
+        "model=tiny_llama",
+        "stage.optim.precision=fp32",
+        "stage.optim.max_steps=2",
+        "stage.optim.lr=1e-3",
+        "stage.optim.warmup_ratio=0",
+        "stage.optim.scheduler=constant",
+        "stage.seq_len=32",
+        "data.max_cpt_texts=12",
+        "eval.before=false",
+        "eval.limit=2",
+    ]
+
+    def cli(*args: str, root: Path) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "arc_lab", *args, *common, f"output_root={root}"]
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
+        assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+        return out
+
+    cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "stage.optim.batch_size=1",
+        root=tmp_path / "two")  # fmt: skip
+    cli("stage.optim.batch_size=2", root=tmp_path / "one")
+    cli("stage.optim.batch_size=1", root=tmp_path / "half")  # the control: what one rank alone would learn
+    (two,) = (tmp_path / "two" / "stages").iterdir()
+    (one,) = (tmp_path / "one" / "stages").iterdir()
+    (half,) = (tmp_path / "half" / "stages").iterdir()
+    assert (two / "DONE").is_file() and len(list((tmp_path / "two" / "evals").iterdir())) == 1
+    (sweep,) = (tmp_path / "two").glob("multirun/*/*")
+    log = (sweep / "0" / "__main__.log").read_text()
+    assert "scheduler job: rank" in log
+    a, b = load_file(two / "model" / "model.safetensors"), load_file(one / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    rms = adam_rms(a, b, [1e-3, 1e-3])
+    # a sharding bug (each rank stepping on its own half of the batch) lands far outside the bound
+    control = adam_rms(load_file(half / "model" / "model.safetensors"), b, [1e-3, 1e-3])
+    assert rms < ADAM_RMS_TOL and control > 2 * ADAM_RMS_TOL, (rms, control)
