@@ -206,6 +206,19 @@ def test_zero2_data_parallel_loop_equals_one_process(tmp_path):
         assert r["resumed_from"] == 2 and r["resume_max_diff"] == 0.0
 
 
+@pytest.mark.slow
+def test_zero2_a_signal_to_one_rank_stops_both_at_one_checkpoint(tmp_path):
+    """Preemption under 2-rank ZeRO-2: SIGTERM reaches rank 1 only; the flag is all-reduced at the step
+    boundary, both ranks write the same one checkpoint and stop; the rerun resumes from it on both ranks and
+    ends exactly where an uninterrupted run ends."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(Path(__file__)), str(tmp_path), "signal2"]
+    r0, r1 = _run_worker(cmd, tmp_path, world=2)
+    for r in (r0, r1):
+        assert r["stopped_at"] == "2" and r["ckpts_after_signal"] == ["step-000002"]
+        assert r["resumed_from"] == 2 and r["resume_max_diff"] == 0.0
+
+
 # -------------------------------------------------------------------------------------- worker
 def _tiny_lora_model():
     import torch
@@ -325,7 +338,7 @@ def worker(out_dir: Path) -> None:
         torch.distributed.barrier()
 
 
-def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2):
+def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2, save_every: int = 1, logger=None):
     from arc_lab.config import LoraConfig, OptimConfig
     from arc_lab.data.builders import build_pairs
     from arc_lab.data.builtin import builtin_items
@@ -352,7 +365,7 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2):
         grad_accum=2,
         warmup_ratio=0.0,
         log_every=1,
-        save_every=1,
+        save_every=save_every,
         scheduler="constant",
         precision="fp32",
     )
@@ -370,6 +383,7 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2):
         cache_dir=cache,
         stepper_factory=factory,
         progress=False,
+        logger=logger,
     )
 
 
@@ -435,6 +449,47 @@ def loop2_worker(out_dir: Path) -> None:
     torch.distributed.barrier()
 
 
+def signal2_worker(out_dir: Path) -> None:
+    """2 ranks, ZeRO-2, no periodic checkpoint; only rank 1 gets SIGTERM (while step 1 is logged). Both
+    ranks must stop at the same step boundary with one checkpoint (written by both), and a rerun must end
+    exactly where an uninterrupted 2-rank run ends."""
+    import signal
+
+    import torch
+
+    from arc_lab.train.deepspeed_engine import deepspeed_stepper_factory
+    from arc_lab.train.preempt import Preempted
+
+    rank = int(os.environ["RANK"])
+
+    class SignalRank1:
+        def log(self, metrics, step):
+            if rank == 1 and step == 1 and "loss" in metrics:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    ds = deepspeed_stepper_factory(_preset(), micro_batch_size=1, precision="fp32")
+    full = _loop_run(out_dir / "full", ds, out_dir / f"cache{rank}", batch_size=1, save_every=0)
+    stopped_at = None
+    try:
+        _loop_run(
+            out_dir / "cut", ds, out_dir / f"cache{rank}", batch_size=1, save_every=0, logger=SignalRank1()
+        )
+    except Preempted as e:
+        stopped_at = str(e).split(" at step ")[1].split(" ")[0]
+    torch.distributed.barrier()
+    ckpts = sorted(p.name for p in (out_dir / "cut" / "checkpoints").iterdir())
+    resumed = _loop_run(out_dir / "cut", ds, out_dir / f"cache{rank}", batch_size=1, save_every=0)
+    a, c = _trainable(full.model), _trainable(resumed.model)
+    result = {
+        "stopped_at": stopped_at,
+        "ckpts_after_signal": ckpts,
+        "resumed_from": resumed.resumed_from,
+        "resume_max_diff": max(float((a[n] - c[n]).abs().max()) for n in a),
+    }
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
+    torch.distributed.barrier()
+
+
 def plain2_worker(out_dir: Path) -> None:
     """One plain-torch process over the same global batches as :func:`loop2_worker` (2 per micro-batch)."""
     import torch
@@ -456,6 +511,8 @@ if __name__ == "__main__":
         loop_worker(Path(sys.argv[1]))
     elif sys.argv[2:] == ["loop2"]:
         loop2_worker(Path(sys.argv[1]))
+    elif sys.argv[2:] == ["signal2"]:
+        signal2_worker(Path(sys.argv[1]))
     elif sys.argv[2:] == ["plain2"]:
         plain2_worker(Path(sys.argv[1]))
     else:
