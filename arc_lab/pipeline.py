@@ -245,7 +245,8 @@ def run_pipeline(plan: list[RunConfig], run_dir: str | Path) -> float | None:
                 "choose a writable output_root=<dir>"
             )
     random.seed(run.seed)
-    write_provenance(run_dir, build.as_dict(run))
+    if dist.is_main_process():  # one writer of the run folder in a multi-rank run
+        write_provenance(run_dir, build.as_dict(run))
     manifest.use_memo(root / "fingerprint-memo.json")
     chain: list[dict] = []
     ref = root_ref(plan[0])

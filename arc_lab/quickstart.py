@@ -75,7 +75,8 @@ def controls_table(root: str | Path, *, n_resamples: int = 10_000, seed: int = 0
     lines += [
         "",
         f"`±`: standard error clustered by entity (the questions about one invented entity are not "
-        f"independent); chance = {CHANCE}.",
+        f"independent), CR1: sqrt(G/(G-1) · Σ_g (Σ_(i in g) (x_i - mean))²) / n over G entities; "
+        f"chance = {CHANCE}.",
     ]
     lines += _paired_lines(by_label, n_resamples=n_resamples, seed=seed)
     lines += [

