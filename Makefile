@@ -7,7 +7,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run test test-fast lint format bench-eval bench-bf16 bench-dpo gpu-check ablation report clean
+LINT_VENV ?= .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed
+
+.PHONY: help venv run test test-fast lint format bench-eval bench-bf16 bench-dpo gpu-check ablation clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,9 +35,15 @@ test: $(STAMP) ## Run the whole test suite (CPU, a few minutes)
 test-fast: $(STAMP) ## Tests without the slow (real model / subprocess) ones
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(STAMP) ## ruff check + format check
-	$(VENV)/bin/ruff check arc_lab tests bench
-	$(VENV)/bin/ruff format --check arc_lab tests bench
+$(LINT_STAMP): pyproject.toml
+	@test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install -q $$(sed -n 's/^lint = \[\(.*\)\].*/\1/p' pyproject.toml | tr -d '",')
+	@touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP) ## ruff check + format check, mypy on arc_lab (its own small venv: no torch)
+	$(LINT_VENV)/bin/ruff check arc_lab tests bench
+	$(LINT_VENV)/bin/ruff format --check arc_lab tests bench
+	$(LINT_VENV)/bin/mypy
 
 format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format arc_lab tests bench
@@ -53,7 +62,7 @@ bench-dpo: $(STAMP) ## Our DPO step vs TRL DPOTrainer (installs the bench extra)
 gpu-check: ## GPU checks in one call (<= 8 min, 1 H200): CUDA tests, bf16 eval parity, 7B CPT/DPO steps; JSON + table under OUT=dir
 	bash bench/gpu_check.sh
 
-ablation: $(STAMP) ## The five-row ablation on SmolLM2-135M (multirun), then its report
+ablation: $(STAMP) ## The five-row ablation on SmolLM2-135M (multirun; then python -m arc_lab.report <its dir>)
 	$(PY) -m arc_lab -m experiment=ablation_cpu
 
 clean: ## Remove outputs/ and multirun/ (keeps .venv and the model cache)

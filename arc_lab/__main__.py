@@ -145,6 +145,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"arc_lab: preempted: {e}", file=sys.stderr)
         sys.exit(PREEMPTED_EXIT)
+    return None  # not reached: exit_with_user_error exits
 
 
 if __name__ == "__main__":

@@ -125,7 +125,12 @@ def training_examples(run: RunConfig, kind, tokenizer) -> tuple[Any, dict[str, A
         data.train_sources, data_dir=root, hub=data.hub, cap=data.max_items_per_source, seed=run.seed
     )
     decontamination = training.decontaminate(items, data_dir=root, hub=data.hub, mode=data.decontaminate)
-    builder = {InputKind.ANSWER: build_sft, InputKind.PAIR: build_pairs, InputKind.LIST: build_lists}[kind]
+    builders: dict[Any, Any] = {
+        InputKind.ANSWER: build_sft,
+        InputKind.PAIR: build_pairs,
+        InputKind.LIST: build_lists,
+    }
+    builder = builders[kind]
     examples = builder(items)
     if not examples:  # e.g. every distractor repeats its gold answer: no pair carries a signal
         from arc_lab.data.loaders import DataError

@@ -450,7 +450,7 @@ class RunConfig:
     output_root: str = "outputs"
 
 
-def objective_schema(name: str, cls: type) -> type:
+def objective_schema(name: str, cls: Any) -> type:
     """A dataclass with ``name`` plus the loss class's keyword parameters, typed as annotated."""
     sig = inspect.signature(cls.__init__)
     fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
@@ -550,7 +550,8 @@ def _schema_paths(cls: type, prefix: str = "") -> list[str]:
     """Every dotted field path of a schema dataclass, nested dataclasses expanded."""
     out = []
     for name, typ in typing.get_type_hints(cls).items():
-        out += _schema_paths(typ, f"{prefix}{name}.") if dataclasses.is_dataclass(typ) else [prefix + name]
+        is_schema = dataclasses.is_dataclass(typ) and isinstance(typ, type)
+        out += _schema_paths(typ, f"{prefix}{name}.") if is_schema else [prefix + name]
     return out
 
 
@@ -582,7 +583,7 @@ def check_known_keys(cfg: DictConfig, schema: type | None = None, prefix: str = 
 
 
 # ------------------------------------------------------------------------------------------- objective
-def check_objective(stage: str, objective: dict[str, Any], registry: dict[str, type]) -> dict[str, Any]:
+def check_objective(stage: str, objective: dict[str, Any], registry: dict[str, Any]) -> dict[str, Any]:
     """The objective exists, its parameters have the loss's names, types and ranges (the loss constructor's
     own checks), and it consumes what the stage trains on. Returns the parameters with the loss's defaults
     filled in."""

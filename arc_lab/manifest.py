@@ -177,8 +177,8 @@ def check_manifest(directory: str | Path) -> list[str]:
     """
     directory = Path(directory)
     manifest, problem = _read_manifest(directory)
-    if problem:
-        return [problem]
+    if problem or manifest is None:
+        return [problem or f"no {MANIFEST}"]
     problems = []
     for rel, entry in manifest["files"].items():
         path = directory / rel
@@ -198,7 +198,7 @@ def check_manifest(directory: str | Path) -> list[str]:
 def manifest_digest(directory: str | Path, part: str = "") -> str:
     """Short digest of the manifest entries under ``part`` (e.g. ``model``): identifies that content."""
     manifest, problem = _read_manifest(Path(directory))
-    if problem:
+    if problem or manifest is None:
         raise FileNotFoundError(f"{directory}: {problem}")
     prefix = f"{part}/" if part else ""
     rows = sorted((k, v["sha256"]) for k, v in manifest["files"].items() if k.startswith(prefix))

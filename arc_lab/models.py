@@ -69,7 +69,7 @@ def find_gguf(package: str, filename: str) -> Path:
         dist = importlib.metadata.distribution(package)
         for f in dist.files or []:
             if f.name == filename:
-                return Path(dist.locate_file(f))
+                return Path(str(dist.locate_file(f)))
     except importlib.metadata.PackageNotFoundError:
         pass
     raise ModelLoadError(

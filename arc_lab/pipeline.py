@@ -112,7 +112,7 @@ def _train_entry(
     h: str,
     config_key: str,
     inputs: dict[str, str],
-    problem: str,
+    problem: str | None,
     label: str,
     cell_logger,
     offset: int,
@@ -314,7 +314,8 @@ def summary_table(chain: list[dict]) -> str:
     """Markdown table: one row per evaluated model in chain order, acc and acc_norm per task."""
     import json
 
-    rows, tasks = [], []
+    rows: list[tuple[str, dict[str, Any]]] = []
+    tasks: list[str] = []
     for c in chain:
         if c["kind"] != "eval":
             continue

@@ -97,13 +97,14 @@ def is_disk_full(exc: BaseException) -> bool:
     """
     texts = tuple(os.strerror(e) for e in NO_SPACE)
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in NO_SPACE):
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, DiskFull) or (isinstance(cur, OSError) and cur.errno in NO_SPACE):
             return True
-        if any(t in str(exc) for t in texts):
+        if any(t in str(cur) for t in texts):
             return True
-        exc = exc.__cause__ or exc.__context__
+        cur = cur.__cause__ or cur.__context__
     return False
 
 

@@ -114,8 +114,8 @@ def _name_rows(rows: list[Row], task: str) -> None:
             continue
         keys = [set(_row_key(next(iter(r.cells.values())))[1]) for r in group]
         common = set.intersection(*keys)
-        for row, k in zip(group, keys, strict=True):
-            row.name = f"{row.name} [{', '.join(sorted(k - common))}]"
+        for row, own in zip(group, keys, strict=True):
+            row.name = f"{row.name} [{', '.join(sorted(own - common))}]"
 
 
 def find_row(rows: Sequence[Row], name: str) -> Row:

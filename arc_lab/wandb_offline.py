@@ -104,7 +104,8 @@ def iter_record_bytes(path: str | Path) -> Iterator[bytes]:
     path = Path(path)
     data = path.read_bytes()
     _check_file_header(data, path)
-    pos, pending = FILE_HEADER.size, None  # pending: fragments of a FIRST..LAST record
+    pos = FILE_HEADER.size
+    pending: bytearray | None = None  # fragments of a FIRST..LAST record
     while pos < len(data):
         left_in_block = BLOCK_SIZE - pos % BLOCK_SIZE
         if left_in_block < RECORD_HEADER.size:  # trailer padding
@@ -123,10 +124,12 @@ def iter_record_bytes(path: str | Path) -> Iterator[bytes]:
         if zlib.crc32(chunk, zlib.crc32(bytes([rtype]))) != crc:
             raise OfflineRunError(f"{path}: checksum mismatch in the record at byte {pos}")
         pos = end
-        pending = _assemble(pending, rtype, chunk, path, pos)
-        if isinstance(pending, tuple):  # a complete record
-            yield pending[0]
+        step = _assemble(pending, rtype, chunk, path, pos)
+        if isinstance(step, tuple):  # a complete record
+            yield step[0]
             pending = None
+        else:
+            pending = step
     if pending is not None:
         raise TruncatedFile(f"{path}: file ends inside a multi-block record")
 

@@ -85,3 +85,21 @@ def test_no_file_names_a_machine_path_or_a_document_outside_the_repository():
             if bad.search(line) and rel != "tests/test_habits.py":
                 hits.append(f"{rel}:{n}: {line.strip()[:100]}")
     assert not hits, "\n".join(hits)
+
+
+def test_lint_pins_ruff_as_dev_and_mypy_exactly_and_no_torch():
+    extras = pyproject()["project"]["optional-dependencies"]
+    lint = extras["lint"]
+    assert [d for d in lint if d.startswith("ruff")] == [d for d in extras["dev"] if d.startswith("ruff")]
+    assert any(re.fullmatch(r"mypy==\S+", d) for d in lint), lint
+    assert not [d for d in lint if d.split("=")[0].strip("<>~!") in {"torch", "transformers", "deepspeed"}]
+    makefile = (ROOT / "Makefile").read_text()
+    lint_recipe = makefile.split("\nlint:")[1].split("\n\n")[0]
+    assert "$(STAMP)" not in lint_recipe.splitlines()[0] and "mypy" in lint_recipe  # not the torch venv
+
+
+def test_phony_lists_only_real_targets():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
+    targets = set(re.findall(r"^([a-zA-Z0-9_-]+):", makefile, re.M))
+    assert set(phony) <= targets, set(phony) - targets

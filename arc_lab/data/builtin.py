@@ -30,9 +30,11 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
+from typing import TypeVar
 
 from arc_lab.data.records import SPLITS, MCItem
 
+T = TypeVar("T")
 SEED = "arc_lab-builtin-v2"
 LABELS = ("A", "B", "C", "D")
 #: Entities per kind in each split (each entity has two relations, so questions = 2 x entities).
@@ -287,7 +289,7 @@ def split_vocabularies() -> dict[str, dict[str, tuple[str, ...]]]:
 
 def _names(n: int) -> list[str]:
     """``n`` distinct invented stems of two or three syllables (seeded)."""
-    rnd, stems = random.Random(f"{SEED}/names"), []
+    rnd, stems = random.Random(f"{SEED}/names"), list[str]()
     vocabulary_words = {w for words in VOCABULARIES.values() for w in words}
     while len(stems) < n:
         syllables = rnd.choice((2, 2, 3))
@@ -311,7 +313,7 @@ def _entity_name(kind: Kind, stem: str, n: int) -> str:
     return kind.name_format.format(stem)
 
 
-def _balanced_values(values: tuple[str, ...], n: int, rnd: random.Random) -> list[str]:
+def _balanced_values(values: tuple[T, ...], n: int, rnd: random.Random) -> list[T]:
     """``n`` values (``n`` a multiple of ``len(values)``), each used ``n / len(values)`` times, shuffled."""
     if n % len(values):
         raise ValueError(f"builtin: {n} entities cannot be balanced over {len(values)} values")

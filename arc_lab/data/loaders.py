@@ -164,10 +164,10 @@ def read_jsonl(path: str | Path, where: str | None = None) -> Iterator[tuple[int
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        bad_line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise DataError(
-            f"{where} line {line}: not UTF-8: byte {data[e.start : e.start + 1]!r} at byte offset {e.start} "
+            f"{where} line {bad_line}: not UTF-8: byte {data[e.start : e.start + 1]!r} at byte offset {e.start} "
             f"of the file (byte {column} of the line) is {e.reason}; re-save the file as UTF-8"
         ) from None
     for n, line in enumerate(text.split("\n"), start=1):
@@ -188,7 +188,7 @@ def _field(row: dict[str, Any], name: str, where: str, kind: type = str, label: 
     if name not in row:
         raise DataError(f"{where}: field {label!r} is missing (keys: {sorted(row)})")
     value = row[name]
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
+    if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where}: field {label!r} = {value!r} is not a non-empty {kind.__name__}")
     return value
 

@@ -176,6 +176,7 @@ def _score_shared(model, questions, chunk, shared, out) -> None:
             cont = questions[qi].continuations[j]
             vals = first_lp[b, cont[0]].reshape(1)
             if len(cont) > 1:
+                assert tails is not None  # computed whenever some continuation is longer than one token
                 target = torch.tensor(cont[1:], device=device).unsqueeze(-1)  # (m-1, 1)
                 tail = tails[b, offset : offset + len(cont) - 1].gather(-1, target).squeeze(-1)
                 vals = torch.cat([vals, tail])

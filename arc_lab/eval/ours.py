@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from arc_lab.data.records import MCItem
 from arc_lab.eval.engine import Question, resolve_max_length, score_questions
@@ -40,7 +41,7 @@ def sample_record(
         NonFiniteLogLikelihood: a log-likelihood is NaN/inf (named by task, item id and choice).
     """
     check_finite(task, item.id, doc_id, loglikelihoods, item.choices)
-    rec = {
+    rec: dict[str, Any] = {
         "doc_id": doc_id,
         "id": item.id,
         "target": item.gold,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from arc_lab.data.loaders import dataset_fingerprint, records_fingerprint
 from arc_lab.eval.outputs import task_metrics, write_outputs
@@ -78,7 +79,8 @@ def compare_samples(ours: dict[str, list[dict]], ref: dict[str, list[dict]]) -> 
         other = {r["doc_id"]: r for r in ref[task]}
         if set(other) != {r["doc_id"] for r in recs}:
             raise ValueError(f"{task}: the two backends scored different docs")
-        diff, n_choices, dis = 0.0, 0, {"acc": [], "acc_norm": [], "context": []}
+        dis: dict[str, list] = {"acc": [], "acc_norm": [], "context": []}
+        diff, n_choices = 0.0, 0
         for r in recs:
             o = other[r["doc_id"]]
             diff = max(
@@ -201,7 +203,7 @@ def run_eval(
             )
     finally:
         model.train(was_training)
-    metrics = {}
+    metrics: dict[str, dict[str, Any]] = {}
     for name, per_task in samples.items():
         metrics[name] = {
             t: {

@@ -206,7 +206,8 @@ def _tokenize_text(
 ) -> tuple[TokenizedExample, bool]:
     """Tokenise one text example with encode_pair; return it and whether its prompt was truncated."""
     prompt, texts, gold = _prompt_and_answers(ex, kind)
-    answers, ctx = [], None
+    answers: list[tuple[int, ...]] = []
+    ctx: list[int] | None = None
     for text in texts:
         c, a = encode_pair(tokenizer, prompt, text)
         if ctx is None:
@@ -220,6 +221,7 @@ def _tokenize_text(
             f"{where}: an answer has {longest} tokens, which leaves no room for context within "
             f"seq_len={seq_len}; raise seq_len (answers are never truncated)"
         )
+    assert ctx is not None  # every example has at least one answer text
     truncated = len(ctx) > keep
     ctx = ctx[len(ctx) - keep :] if truncated else ctx
     lens = [_text_len(t) for t in texts]
@@ -302,7 +304,10 @@ def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int, *, s
     t = max(len(p) + sum(len(f) for f in fs) for (p, _), fs in zip(rows, fed, strict=True))
     input_ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), t), dtype=torch.long)
-    pred_pos, targets, token_answer, u = [], [], [], 0
+    pred_pos: list[int] = []
+    targets: list[int] = []
+    token_answer: list[int] = []
+    u = 0
     for r, ((p, answers), fs) in enumerate(zip(rows, fed, strict=True)):
         seq = list(p) + [tok for f in fs for tok in f]
         input_ids[r, : len(seq)] = torch.tensor(seq)

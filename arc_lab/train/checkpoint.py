@@ -173,12 +173,13 @@ def save_checkpoint(out_dir: str | Path, stepper: Stepper, state: LoopState, *, 
     rank, distributed = dist.rank(), dist.initialized()
     # In a DeepSpeed/torchrun run every rank writes its shard into the one temp dir rank 0 made;
     # rank 0 alone writes the loop state and renames, between barriers.
-    holder = [None]
+    holder: list[str | None] = [None]
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
         holder[0] = tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root)
     if distributed:
         torch.distributed.broadcast_object_list(holder, src=0)
+    assert holder[0] is not None  # rank 0 made it; the broadcast gave it to every rank
     tmp = Path(holder[0])
     try:
         stepper.save(tmp)

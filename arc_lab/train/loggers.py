@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from arc_lab.runinfo import json_safe
 
@@ -176,7 +176,7 @@ class JsonlLogger(Logger):
     def __init__(self, run_dir: str | Path, filename: str = "metrics.jsonl"):
         self.path = Path(run_dir) / filename
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finish()
+        self._fh: TextIO | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finish()
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._fh is None:

@@ -93,7 +93,7 @@ class TrainResult:
     model: nn.Module
     steps: int
     history: list[dict[str, float]]
-    checkpoint: Path
+    checkpoint: Path | None
     resumed_from: int | None
     reference: str
     truncated: int
@@ -285,7 +285,8 @@ def _steps(
     Returns the newest checkpoint written here, or None when no step was left to do.
     """
     optim, stepper, model, ckpt = setup.optim, setup.stepper, setup.stepper.module, None
-    window, t0 = defaultdict(float), time.perf_counter()
+    window: defaultdict[str, float] = defaultdict(float)
+    t0 = time.perf_counter()
     last_save = time.monotonic()
     with PreemptionGuard() as guard:
         while state.step < setup.total_steps:
@@ -350,7 +351,7 @@ def _flush(window: dict[str, float], state: LoopState, setup: TrainSetup, elapse
     """Means over the logging window, plus step, epoch and throughput."""
     window = _across_ranks(window, setup.world)
     n = window["_n"]
-    record = {"step": state.step}
+    record: dict[str, float] = {"step": state.step}
     record.update({k: v / n for k, v in window.items() if not k.startswith("_")})
     record["tokens_per_s"] = window["_tokens"] / max(elapsed, 1e-9)
     record["epoch"] = state.epoch + state.batch_in_epoch / setup.batches_per_epoch

@@ -243,7 +243,7 @@ def prepare(
                 "prefix_sharing",
             )  # same maths either way
         },
-        "lora": dataclasses.asdict(lora) if lora_on else None,
+        "lora": dataclasses.asdict(lora) if lora_on and lora is not None else None,
         "reference": reference.split(" ")[0],
     }
     log.info(
