@@ -144,7 +144,8 @@ def _train_entry(
     objective = build.objective(run)
     model, tok = build.load_model(run, parent.path, to_device=True)
     examples, info = build.training_examples(run, objective.input_kind, tok)
-    write_json(stage_dir / "data.json", info)
+    if dist.is_main_process():
+        write_json(stage_dir / "data.json", info)
     log.info("stage %s: %s", label, info)
     s = run.stage
     train_stage(
