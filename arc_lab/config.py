@@ -209,11 +209,11 @@ class DataConfig:
                 "use data.decontaminate=off (for allow_contamination=true), refuse (the old default) or "
                 "drop (the new default: train without the offending questions)"
             )
-        from arc_lab.data.registry import CPT_SOURCES, DATASETS, DECONTAMINATE_MODES
+        from arc_lab.data.registry import DATASETS, DECONTAMINATE_MODES, PROSE_SOURCES
 
         _check_choice("data.decontaminate", self.decontaminate, DECONTAMINATE_MODES)
         for s in self.cpt_sources:
-            _check_choice("data.cpt_sources[]", s, CPT_SOURCES)
+            _check_choice("data.cpt_sources[]", s, tuple(PROSE_SOURCES))
         for s in self.train_sources:
             _check_choice("data.train_sources[]", s, list(DATASETS))
         _check_int("data.max_items_per_source", self.max_items_per_source, 1, null="all")

@@ -235,3 +235,47 @@ def test_a_new_entry_is_evaluable_by_both_backends_with_lm_evals_own_prompts(fak
         assert p["max_abs_ll_diff"] < 1e-4 and p["n_items"] == 6, p
         assert res[task]["n"] == 6 and res[task]["num_fewshot"] == tasks[task]
         assert len(read_samples(out / "samples" / f"{task}.jsonl")) == 6
+
+
+# ------------------------------------------------------------------------------------- CPT prose sources
+def test_a_new_prose_source_is_one_table_entry(monkeypatch, tmp_path):
+    """A source added to PROSE_SOURCES alone is accepted by config validation, read, fingerprinted and
+    located; before the table, an unknown name was read and hashed as a CAMEL subject."""
+    import sys
+    import types
+
+    from arc_lab.data import registry
+    from arc_lab.data.training import cpt_documents, cpt_inputs, cpt_location
+
+    mod = types.ModuleType("fake_prose")
+    mod.read = lambda data_dir, hub, topic: [f"{topic} doc 1", f"{topic} doc 2"]
+    mod.fp = lambda data_dir, hub, topic: f"fp-{topic}"
+    mod.where = lambda data_dir, hub, topic: f"the {topic} notes"
+    monkeypatch.setitem(sys.modules, "fake_prose", mod)
+    entry = registry.ProseSource(
+        "notes", "fake_prose:read", "fake_prose:fp", "fake_prose:where", ("geology",)
+    )
+    monkeypatch.setitem(registry.PROSE_SOURCES, "notes", entry)
+    assert DataConfig(name="d", cpt_sources=["notes"]).cpt_sources == ["notes"]
+    assert cpt_documents(["notes", "builtin_prose"], data_dir=None, hub=False, cap=3)[:2] == [
+        "geology doc 1",
+        "geology doc 2",
+    ]
+    assert cpt_inputs(["notes"], data_dir=None, hub=False) == {"notes": "fp-geology"}
+    assert cpt_location("notes", None, False) == "the geology notes"
+
+
+def test_an_unknown_prose_source_fails_naming_the_registered_ones():
+    from arc_lab.data.builders import cpt_texts
+    from arc_lab.data.training import cpt_inputs
+
+    for call in (
+        lambda: cpt_texts(["camel_geology"]),
+        lambda: cpt_inputs(["camel_geology"], data_dir=None, hub=False),
+    ):
+        with pytest.raises(
+            ValueError, match=r"unknown CPT source 'camel_geology': registered sources: \['builtin_prose'"
+        ):
+            call()
+    with pytest.raises(ConfigError, match="data.cpt_sources"):
+        DataConfig(name="d", cpt_sources=["camel_geology"])

@@ -19,59 +19,47 @@ from pathlib import Path
 
 import torch
 
-from arc_lab.data.loaders import DataSourceError, load_camel, load_mc
+from arc_lab.data.loaders import DataSourceError, load_mc
 from arc_lab.data.records import MCItem
-from arc_lab.data.registry import CAMEL_SUBJECTS, CPT_SOURCES, DECONTAMINATE_MODES, question_prompt
+from arc_lab.data.registry import CAMEL_SUBJECTS, DECONTAMINATE_MODES, question_prompt
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------- CPT
 def sciq_support_texts(data_dir: str | Path | None = None, hub: bool = False) -> list[str]:
-    """SciQ ``support`` paragraphs of the **train** split: stripped, non-empty, deduplicated in order."""
-    return _dedupe(
-        item.support.strip() for item in load_mc("sciq", "train", data_dir, hub=hub, duplicates="drop")
-    )
+    """SciQ ``support`` paragraphs of the **train** split (:func:`arc_lab.data.prose.sciq_texts`)."""
+    from arc_lab.data.prose import sciq_texts
+
+    return sciq_texts(data_dir, hub)
 
 
 def camel_texts(
     subjects: Sequence[str] = CAMEL_SUBJECTS, data_dir: str | Path | None = None, hub: bool = False
 ) -> list[str]:
-    """CAMEL-AI answer texts of the given subjects: stripped, non-empty, deduplicated in order."""
-    return _dedupe(text.strip() for subject in subjects for text in load_camel(subject, data_dir, hub=hub))
+    """CAMEL-AI answer texts of the given subjects (:func:`arc_lab.data.prose.camel_texts`)."""
+    from arc_lab.data.prose import camel_texts as _camel
+
+    return _camel(data_dir, hub, *subjects)
 
 
 def builtin_texts() -> list[str]:
     """The builtin set's prose: every fact of every split (see :mod:`arc_lab.data.builtin`)."""
-    from arc_lab.data.builtin import builtin_prose
+    from arc_lab.data.prose import builtin_texts as _builtin
 
-    return builtin_prose()
+    return _builtin()
 
 
 def cpt_texts(sources: Sequence[str], data_dir: str | Path | None = None, hub: bool = False) -> list[str]:
-    """Concatenate the prose of several sources, in the order given.
-
-    Args:
-        sources: names from :data:`arc_lab.data.registry.CPT_SOURCES` (``builtin_prose``, ``sciq_support``,
-            ``camel_biology``, ...; the names ``data.cpt_sources`` accepts).
-        data_dir: local data folder (default ``$ARC_LAB_DATA_DIR``).
-        hub: read the Hub when no local folder is configured.
+    """Concatenate the prose of several sources, in the order given: each read by its entry in
+    :data:`arc_lab.data.registry.PROSE_SOURCES` (:func:`arc_lab.data.prose.prose_texts`).
 
     Raises:
-        ValueError: an unknown source name.
+        ValueError: an unknown source name (the message lists the registered sources).
     """
-    unknown = [s for s in sources if s not in CPT_SOURCES]
-    if unknown:
-        raise ValueError(f"unknown CPT source(s) {unknown}: expected names from {list(CPT_SOURCES)}")
-    texts: list[str] = []
-    for source in sources:
-        if source == "sciq_support":
-            texts += sciq_support_texts(data_dir, hub)
-        elif source == "builtin_prose":
-            texts += builtin_texts()
-        else:
-            texts += camel_texts([source.removeprefix("camel_")], data_dir, hub)
-    return texts
+    from arc_lab.data.prose import prose_texts
+
+    return prose_texts(sources, data_dir, hub)
 
 
 def _dedupe(texts: Iterable[str]) -> list[str]:

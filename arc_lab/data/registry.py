@@ -129,9 +129,74 @@ DATASETS: dict[str, DataSet] = {
 
 #: CAMEL-AI subjects (Hub repos ``camel-ai/<subject>``; local folders ``<data_dir>/camel_<subject>``).
 CAMEL_SUBJECTS = ("biology", "chemistry", "physics")
-#: Prose sources of CPT (``data.cpt_sources``): the built-in set's prose, SciQ's train ``support``
-#: paragraphs, CAMEL-AI answers per subject (read by :func:`arc_lab.data.builders.cpt_texts`).
-CPT_SOURCES = ("builtin_prose", "sciq_support", *(f"camel_{s}" for s in CAMEL_SUBJECTS))
+
+
+@dataclass(frozen=True)
+class ProseSource:
+    """One prose source of CPT (a ``data.cpt_sources`` name): how its documents are read, fingerprinted for
+    the stage cache, and named in messages.
+
+    The three functions are named as ``module:function`` and imported when first called (as lm-eval's task
+    YAML names ``!function`` hooks), so this table imports nothing; each is called as
+    ``f(data_dir, hub, *args)``: ``reader`` returns the documents (list of str), ``fingerprint`` a short
+    content hash, ``location`` where the documents come from. A new source is one entry here.
+    """
+
+    name: str
+    reader: str
+    fingerprint: str
+    location: str
+    args: tuple[str, ...] = ()
+
+    def call(self, what: str, data_dir, hub: bool):
+        """Call the ``reader``, ``fingerprint`` or ``location`` function of this source."""
+        import importlib
+
+        module, _, function = getattr(self, what).partition(":")
+        return getattr(importlib.import_module(module), function)(data_dir, hub, *self.args)
+
+
+_PROSE = "arc_lab.data.prose"
+#: Every CPT prose source, by name: the built-in set's prose, SciQ's train ``support`` paragraphs, CAMEL-AI
+#: answers per subject. Read at call time everywhere (a test's ``monkeypatch.setitem`` is seen).
+PROSE_SOURCES: dict[str, ProseSource] = {
+    p.name: p
+    for p in (
+        ProseSource(
+            "builtin_prose",
+            f"{_PROSE}:builtin_texts",
+            f"{_PROSE}:builtin_fingerprint",
+            f"{_PROSE}:builtin_location",
+        ),
+        ProseSource(
+            "sciq_support", f"{_PROSE}:sciq_texts", f"{_PROSE}:sciq_fingerprint", f"{_PROSE}:sciq_location"
+        ),
+        *(
+            ProseSource(
+                f"camel_{s}",
+                f"{_PROSE}:camel_texts",
+                f"{_PROSE}:camel_fingerprint",
+                f"{_PROSE}:camel_location",
+                (s,),
+            )
+            for s in CAMEL_SUBJECTS
+        ),
+    )
+}
+#: The names of :data:`PROSE_SOURCES` as registered at import (prefer ``list(PROSE_SOURCES)``).
+CPT_SOURCES = tuple(PROSE_SOURCES)
+
+
+def prose_source(name: str) -> ProseSource:
+    """The entry of CPT source ``name``.
+
+    Raises:
+        ValueError: ``name`` is not registered; the message lists the registered sources.
+    """
+    if name not in PROSE_SOURCES:
+        raise ValueError(f"unknown CPT source {name!r}: registered sources: {list(PROSE_SOURCES)}")
+    return PROSE_SOURCES[name]
+
 
 #: ``data.decontaminate`` modes: drop the offending training questions, refuse to train, or no check.
 DECONTAMINATE_MODES = ("drop", "refuse", "off")
@@ -161,10 +226,13 @@ __all__ = [
     "CAMEL_SUBJECTS",
     "CPT_SOURCES",
     "DATASETS",
+    "PROSE_SOURCES",
+    "ProseSource",
     "LOADERS",
     "PROMPT_STYLES",
     "DataSet",
     "dataset_names",
     "get_dataset",
+    "prose_source",
     "question_prompt",
 ]

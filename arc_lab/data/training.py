@@ -19,10 +19,8 @@ from arc_lab.data.builders import (
 from arc_lab.data.loaders import (
     DataError,
     DataSourceError,
-    camel_fingerprint,
     dataset_fingerprint,
     load_mc,
-    resolve_data_dir,
     split_location,
 )
 from arc_lab.data.records import MCItem
@@ -87,26 +85,18 @@ def cpt_documents(sources: list[str], *, data_dir: str | None, hub: bool, cap: i
 
 
 def cpt_location(source: str, data_dir: str | None, hub: bool) -> str:
-    """Where a ``data.cpt_sources`` entry is read from, for messages."""
-    if source == "sciq_support":
-        return split_location("sciq", "train", data_dir, hub)
-    root = resolve_data_dir(data_dir)
-    return str(root / source) if root is not None else f"{source} ({'the Hub' if hub else 'no data folder'})"
+    """Where a ``data.cpt_sources`` entry is read from, for messages (its registry entry says)."""
+    from arc_lab.data.prose import prose_location
+
+    return prose_location(source, data_dir, hub)
 
 
 def cpt_inputs(sources: list[str], *, data_dir: str | None, hub: bool) -> dict[str, str]:
-    """Content fingerprints of the CPT prose sources (see :func:`question_inputs`)."""
-    from arc_lab.data.builtin import builtin_prose
+    """Content fingerprints of the CPT prose sources (see :func:`question_inputs`), each from its entry in
+    :data:`arc_lab.data.registry.PROSE_SOURCES`; an unknown name fails, listing the registered ones."""
+    from arc_lab.data.prose import prose_fingerprints
 
-    out = {}
-    for source in sources:
-        if source == "builtin_prose":
-            out[source] = "generated:" + config_hash(builtin_prose(), n=16)
-        elif source == "sciq_support":
-            out[source] = dataset_fingerprint("sciq", "train", data_dir, hub=hub)
-        else:
-            out[source] = camel_fingerprint(source.removeprefix("camel_"), data_dir, hub=hub)
-    return out
+    return prose_fingerprints(sources, data_dir, hub)
 
 
 def question_inputs(sources: list[str], *, data_dir: str | None, hub: bool) -> dict[str, str]:
