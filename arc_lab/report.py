@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.seed_table:
             runs = discover_runs(Path(args.root))
-            print("\n".join(seed_section(runs, _select_tasks(runs, args.task), args.pairs)).rstrip())
+            print("\n".join(seed_section(runs, _select_tasks(runs, args.task), args.pairs)[2:]).rstrip())
             return 0
         md_path, png_path = build_report(
             args.root,

@@ -154,5 +154,5 @@ def test_cli_seed_table_prints_and_gz_samples_are_read(sweep: Path):
         text=True,
         check=True,
     ).stdout
-    assert out.startswith("## Across seeds") and "| cpt→dpo | dpo | acc_norm |" in out
+    assert out.startswith("### arc_challenge: rows across seeds") and "| cpt→dpo | dpo | acc_norm |" in out
     assert np.isfinite(float(out.split("| cpt→dpo | dpo | acc | ")[1].split(" |")[0]))
