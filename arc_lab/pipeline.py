@@ -239,7 +239,7 @@ def run_pipeline(plan: list[RunConfig], run_dir: str | Path) -> float | None:
     run = plan[-1]
     root = Path(run.output_root)
     for cache in (root / "stages", root / "evals"):  # before any work: nothing computed is thrown away
-        reason = write_probe(cache)
+        reason = write_probe(cache if cache.is_dir() else root)  # no empty cache folder left behind
         if reason is not None:
             raise ConfigError(
                 f"output_root={run.output_root}: cannot write the cache folder {cache} ({reason}); "

@@ -115,7 +115,7 @@ def run_smoke(data_dir: Path, tmp_path: Path) -> Path:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert out.returncode == 0, out.stderr[-4000:]
     for shots in ("25shot", "0shot"):
-        cells = sorted(p.parent for p in (sweep / shots).glob("*/metrics.json"))
+        cells = sorted(p.parent for p in (sweep / shots / "seed0").glob("*/metrics.json"))
         assert len(cells) == 6, cells
     for baseline in ("base", "dpo"):
         rep = subprocess.run(
@@ -149,7 +149,7 @@ def test_smoke_grid_runs_end_to_end_on_a_tiny_model(shared_data_dir, tmp_path):
 
     sweep = run_smoke(shared_data_dir, tmp_path)
     fingerprints = {}
-    for cell in (sweep / "25shot").glob("*/"):
+    for cell in (sweep / "25shot" / "seed0").glob("*/"):
         chain = json.loads((cell / "chain.json").read_text())
         label = [c for c in chain if c["kind"] == "eval"][-1]["label"]
         metrics = json.loads((cell / "metrics.json").read_text())
