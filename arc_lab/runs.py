@@ -22,7 +22,7 @@ import numpy as np
 
 from arc_lab.data.loaders import DataError
 from arc_lab.eval.outputs import METADATA_KEYS, read_samples
-from arc_lab.stage_kinds import trained_kinds
+from arc_lab.stage_kinds import STAGE_KINDS, trained_kinds
 
 METRICS = ("acc", "acc_norm")
 TASK_FIELDS = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")
@@ -159,7 +159,9 @@ def _get(cfg: Mapping[str, Any], dotted: str) -> str | None:
 
 
 def config_label(cfg: Mapping[str, Any]) -> str | None:
-    """A short label from a run config: ``dpo/simpo``, ``cpt→dpo/dpo``, ``eval/<model>`` or the name.
+    """A short label from a run config, in the pipeline's chain-label format (``dpo``, ``cpt→dpo``,
+    ``cpt→dpo[simpo]``: the objective in brackets when it is not the stage kind's natural one), or
+    ``eval/<model>``, or the experiment name.
 
     Returns None when the config says nothing useful (the caller falls back to the folder).
     """
@@ -170,7 +172,9 @@ def config_label(cfg: Mapping[str, Any]) -> str | None:
     if stage == "eval":
         core = f"eval/{model}" if model else "eval"
     else:
-        core = f"{stage}/{objective}" if objective else stage
+        kind = STAGE_KINDS.get(stage)
+        natural = kind.default_objective if kind is not None else None
+        core = f"{stage}[{objective}]" if objective and objective != natural else stage
     return f"{init}→{core}" if init in trained_kinds() else core
 
 

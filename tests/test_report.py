@@ -42,7 +42,7 @@ CONFIGS = {
     "dpo": "name: recipe\nstage:\n  name: dpo\n  init: cpt\nobjective:\n  name: dpo\n  beta: 0.1\nmodel:\n  name: smollm2-360m\n",
     "simpo": "name: recipe\nstage:\n  name: dpo\n  init: cpt\nobjective:\n  name: simpo\nmodel:\n  name: smollm2-360m\n",
 }
-LABELS = {"base": "eval/smollm2-360m", "dpo": "cpt→dpo/dpo", "simpo": "cpt→dpo/simpo"}
+LABELS = {"base": "eval/smollm2-360m", "dpo": "cpt→dpo", "simpo": "cpt→dpo[simpo]"}
 
 
 def _stderr(xs: list[int]) -> float:
@@ -154,7 +154,7 @@ def test_report_tables_pvalues_and_flags(multirun: Path) -> None:
     assert 'Baseline: `eval/smollm2-360m` (`0`), default: the first run whose stage is "eval"' in md
     # accuracy table: mean ± lm-eval stderr and n
     assert (
-        f"| `cpt→dpo/dpo` | arc_challenge | 0.7500 ± {_stderr(DPO_ACC):.4f} | "
+        f"| `cpt→dpo` | arc_challenge | 0.7500 ± {_stderr(DPO_ACC):.4f} | "
         f"0.7000 ± {_stderr(DPO_NORM):.4f} | 20 | 0 |" in md
     )
     assert f"| `eval/smollm2-360m` | arc_easy | 0.5000 ± {_stderr(EASY['base']):.4f} |" in md
@@ -178,7 +178,7 @@ def test_report_tables_pvalues_and_flags(multirun: Path) -> None:
         # the flag appears exactly on SimPO's rows, where acc and acc_norm disagree
         assert (cells[10] != "") == (run == "simpo")
     assert rows[(LABELS["dpo"], "acc")][6] == "0.125"
-    assert "acc favours `cpt→dpo/dpo` (by 0.3500), acc_norm favours `cpt→dpo/simpo` (by 0.1000)" in md
+    assert "acc favours `cpt→dpo` (by 0.3500), acc_norm favours `cpt→dpo[simpo]` (by 0.1000)" in md
     assert "Warnings" not in md
 
     width, height = _png_size(png_path)
@@ -213,7 +213,7 @@ def test_cli_with_baseline_folder_and_task(multirun: Path, tmp_path: Path) -> No
     )
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
-    assert "Baseline: `cpt→dpo/dpo` (`1`), given by --baseline '1' (folder)" in md
+    assert "Baseline: `cpt→dpo` (`1`), given by --baseline '1' (folder)" in md
     assert "arc_easy" not in md
     rows = _comparison_rows(md, "arc_challenge")
     # vs DPO, by hand from the outcome lists above:
@@ -228,9 +228,9 @@ def test_cli_with_baseline_folder_and_task(multirun: Path, tmp_path: Path) -> No
     ]
     # SimPO acc (right on 3-10) vs DPO acc (right on 1-15): b=0, c=7 (1, 2, 11-15): p = 2·1/2^7
     # SimPO acc_norm (right on 1-16) vs DPO (0-13): b=3 (14-16), c=1 (0): p = 2·(1+4)/2^4; flagged
-    assert rows[("cpt→dpo/simpo", "acc")][6:10] == [f"{2 / 2**7:.4g}", "0", "7", "20"]
-    assert rows[("cpt→dpo/simpo", "acc_norm")][6:10] == [f"{2 * 5 / 2**4:.4g}", "3", "1", "20"]
-    assert rows[("cpt→dpo/simpo", "acc")][10] == rows[("cpt→dpo/simpo", "acc_norm")][10] == "⚠ disagree"
+    assert rows[("cpt→dpo[simpo]", "acc")][6:10] == [f"{2 / 2**7:.4g}", "0", "7", "20"]
+    assert rows[("cpt→dpo[simpo]", "acc_norm")][6:10] == [f"{2 * 5 / 2**4:.4g}", "3", "1", "20"]
+    assert rows[("cpt→dpo[simpo]", "acc")][10] == rows[("cpt→dpo[simpo]", "acc_norm")][10] == "⚠ disagree"
     assert rows[("eval/smollm2-360m", "acc")][10] == ""
     assert _png_size(out / "report.png")[0] > 500
 
@@ -246,10 +246,10 @@ def test_different_doc_id_sets_are_compared_on_the_intersection_loudly(multirun:
     md = build_report(multirun)[0].read_text()
     assert "## ⚠ Warnings" in md
     assert (
-        "arc_challenge: `cpt→dpo/ipo` vs baseline compared on the 18 doc_ids both scored; 0 only in the "
+        "arc_challenge: `cpt→dpo[ipo]` vs baseline compared on the 18 doc_ids both scored; 0 only in the "
         "run, 2 only in the baseline (doc_ids 18, 19)"
     ) in md
-    assert _comparison_rows(md, "arc_challenge")[("cpt→dpo/ipo", "acc")][9] == "18"
+    assert _comparison_rows(md, "arc_challenge")[("cpt→dpo[ipo]", "acc")][9] == "18"
 
 
 def test_different_contexts_for_a_doc_id_are_an_error(multirun: Path) -> None:
@@ -281,21 +281,21 @@ def test_bad_inputs_are_loud(multirun: Path, tmp_path: Path) -> None:
 
 
 def test_pipeline_chain_labels_win_over_config_labels(multirun: Path) -> None:
-    """arc_lab run folders carry chain.json: the final model's chain label (``cpt→dpo[simpo]``) names the run
+    """arc_lab run folders carry chain.json: the final model's chain label (``sft→dpo[ipo]``) names the run
     and metrics.json's run-level keys (backend, parity) are not tasks."""
     run = multirun / "1"
     chain = [
         {"kind": "eval", "label": "base"},
         {"kind": "stage", "label": "cpt"},
         {"kind": "eval", "label": "cpt"},
-        {"kind": "eval", "label": "cpt→dpo[simpo]"},
+        {"kind": "eval", "label": "sft→dpo[ipo]"},  # its config says cpt→dpo: the chain's label wins
     ]
     (run / "chain.json").write_text(json.dumps(chain))
     metrics = json.loads((run / "metrics.json").read_text())
     metrics.update(backend="ours", parity={})
     (run / "metrics.json").write_text(json.dumps(metrics))
     labels = {r.rel: r.label for r in discover_runs(multirun)}
-    assert labels["1"] == "cpt→dpo[simpo]"
+    assert labels["1"] == "sft→dpo[ipo]"
     assert set(next(r for r in discover_runs(multirun) if r.rel == "1").tasks) == {
         "arc_challenge",
         "arc_easy",

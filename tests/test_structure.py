@@ -191,7 +191,7 @@ def test_a_new_stage_kind_is_one_entry(monkeypatch):
     )
     assert (
         config_label({"stage": {"name": "dpo", "init": "pref"}, "objective": {"name": "dpo"}})
-        == "pref→dpo/dpo"
+        == "pref→dpo"
     )
     with pytest.raises(ConfigError, match="stage='nope'"):
         StageConfig(name="nope")
