@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageKind:
     """One kind of stage.
 
@@ -50,27 +50,41 @@ STAGE_KINDS: dict[str, StageKind] = {
     k.name: k
     for k in (
         StageKind(
-            "cpt",
-            ("packed",),
-            "clm",
-            ("cpt_sources", "max_cpt_texts", "hub"),
-            "cpt_sources",
-            "prose",
-            "continual pre-training: causal-LM loss on packed prose blocks",
+            name="cpt",
+            inputs=("packed",),
+            default_objective="clm",
+            data_fields=("cpt_sources", "max_cpt_texts", "hub"),
+            source_field="cpt_sources",
+            trains_on="prose",
+            description="continual pre-training: causal-LM loss on packed prose blocks",
         ),
         StageKind(
-            "sft", ("answer",), "sft", _MC_FIELDS, "train_sources", "questions", "SFT on the gold answers"
+            name="sft",
+            inputs=("answer",),
+            default_objective="sft",
+            data_fields=_MC_FIELDS,
+            source_field="train_sources",
+            trains_on="questions",
+            description="SFT on the gold answers",
         ),
         StageKind(
-            "dpo",
-            ("pair", "list"),
-            "dpo",
-            _MC_FIELDS,
-            "train_sources",
-            "questions",
-            "preference training on gold vs distractor pairs or ranked lists",
+            name="dpo",
+            inputs=("pair", "list"),
+            default_objective="dpo",
+            data_fields=_MC_FIELDS,
+            source_field="train_sources",
+            trains_on="questions",
+            description="preference training on gold vs distractor pairs or ranked lists",
         ),
-        StageKind("eval", (), None, (), None, "", "no training: evaluate the init model"),
+        StageKind(
+            name="eval",
+            inputs=(),
+            default_objective=None,
+            data_fields=(),
+            source_field=None,
+            trains_on="",
+            description="no training: evaluate the init model",
+        ),
     )
 }
 

@@ -27,8 +27,14 @@ register_configs()
 
 #: Two fake tasks that reuse existing row schemas and prompt styles: one entry each.
 FAKES = (
-    DataSet("tiny_qa", "choice", "arc", "arc/arc_easy.yaml"),
-    DataSet("tiny_support", "sciq", "sciq", "sciq/sciq.yaml", splits=("train", "test")),
+    DataSet(name="tiny_qa", loader="choice", prompt="arc", harness_yaml="arc/arc_easy.yaml"),
+    DataSet(
+        name="tiny_support",
+        loader="sciq",
+        prompt="sciq",
+        harness_yaml="sciq/sciq.yaml",
+        splits=("train", "test"),
+    ),
 )
 
 
@@ -92,11 +98,13 @@ def test_validation_reads_the_registry_at_call_time(hydra_ctx, monkeypatch):
 
 def test_an_entry_is_checked_when_it_is_made():
     with pytest.raises(ValueError, match=r"loader='csv': expected one of \['choice', 'sciq', 'builtin'\]"):
-        DataSet("x", "csv", "arc", "arc/arc_easy.yaml")
+        DataSet(name="x", loader="csv", prompt="arc", harness_yaml="arc/arc_easy.yaml")
     with pytest.raises(ValueError, match=r"prompt='mmlu': expected one of \['arc', 'obqa', 'sciq'\]"):
-        DataSet("x", "choice", "mmlu", "arc/arc_easy.yaml")
+        DataSet(name="x", loader="choice", prompt="mmlu", harness_yaml="arc/arc_easy.yaml")
     with pytest.raises(ValueError, match=r"splits \['dev'\] are not canonical"):
-        DataSet("x", "choice", "arc", "arc/arc_easy.yaml", splits=("train", "dev"))
+        DataSet(
+            name="x", loader="choice", prompt="arc", harness_yaml="arc/arc_easy.yaml", splits=("train", "dev")
+        )
 
 
 def test_the_registry_imports_nothing_heavy_and_not_the_config():
@@ -253,7 +261,11 @@ def test_a_new_prose_source_is_one_table_entry(monkeypatch, tmp_path):
     mod.where = lambda data_dir, hub, topic: f"the {topic} notes"
     monkeypatch.setitem(sys.modules, "fake_prose", mod)
     entry = registry.ProseSource(
-        "notes", "fake_prose:read", "fake_prose:fp", "fake_prose:where", ("geology",)
+        name="notes",
+        reader="fake_prose:read",
+        fingerprint="fake_prose:fp",
+        location="fake_prose:where",
+        args=("geology",),
     )
     monkeypatch.setitem(registry.PROSE_SOURCES, "notes", entry)
     assert DataConfig(name="d", cpt_sources=["notes"]).cpt_sources == ["notes"]

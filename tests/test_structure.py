@@ -163,7 +163,13 @@ def test_a_new_stage_kind_is_one_entry(monkeypatch):
     from arc_lab.report import config_label
 
     kind = stage_kinds.StageKind(
-        "pref", ("pair",), "simpo", ("train_sources", "hub"), "train_sources", "questions", "test kind"
+        name="pref",
+        inputs=("pair",),
+        default_objective="simpo",
+        data_fields=("train_sources", "hub"),
+        source_field="train_sources",
+        trains_on="questions",
+        description="test kind",
     )
     monkeypatch.setitem(stage_kinds.STAGE_KINDS, "pref", kind)
     tiny = dict(
@@ -190,8 +196,7 @@ def test_a_new_stage_kind_is_one_entry(monkeypatch):
         == "cpt→pref[dpo]"
     )
     assert (
-        config_label({"stage": {"name": "dpo", "init": "pref"}, "objective": {"name": "dpo"}})
-        == "pref→dpo"
+        config_label({"stage": {"name": "dpo", "init": "pref"}, "objective": {"name": "dpo"}}) == "pref→dpo"
     )
     with pytest.raises(ConfigError, match="stage='nope'"):
         StageConfig(name="nope")

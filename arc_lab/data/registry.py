@@ -62,7 +62,7 @@ LOADERS = ("choice", "sciq", "builtin")
 
 
 # --------------------------------------------------------------------------------------------- table
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataSet:
     """One multiple-choice data set, usable as a training source and as an eval task.
 
@@ -117,13 +117,38 @@ class DataSet:
 DATASETS: dict[str, DataSet] = {
     d.name: d
     for d in (
-        DataSet("arc_challenge", "choice", "arc", "arc/arc_easy.yaml", "allenai/ai2_arc", "ARC-Challenge"),
-        DataSet("arc_easy", "choice", "arc", "arc/arc_easy.yaml", "allenai/ai2_arc", "ARC-Easy"),
-        DataSet("openbookqa", "choice", "obqa", "openbookqa/openbookqa.yaml", "allenai/openbookqa", "main"),
-        DataSet("sciq", "sciq", "sciq", "sciq/sciq.yaml", "allenai/sciq"),
-        DataSet("builtin", "builtin", "arc", "arc/arc_easy.yaml"),
+        DataSet(
+            name="arc_challenge",
+            loader="choice",
+            prompt="arc",
+            harness_yaml="arc/arc_easy.yaml",
+            hub_path="allenai/ai2_arc",
+            hub_config="ARC-Challenge",
+        ),
+        DataSet(
+            name="arc_easy",
+            loader="choice",
+            prompt="arc",
+            harness_yaml="arc/arc_easy.yaml",
+            hub_path="allenai/ai2_arc",
+            hub_config="ARC-Easy",
+        ),
+        DataSet(
+            name="openbookqa",
+            loader="choice",
+            prompt="obqa",
+            harness_yaml="openbookqa/openbookqa.yaml",
+            hub_path="allenai/openbookqa",
+            hub_config="main",
+        ),
+        DataSet(
+            name="sciq", loader="sciq", prompt="sciq", harness_yaml="sciq/sciq.yaml", hub_path="allenai/sciq"
+        ),
+        DataSet(name="builtin", loader="builtin", prompt="arc", harness_yaml="arc/arc_easy.yaml"),
         # the built-in facts as sentence prefixes (a cloze probe); the obqa style renders the prefix as it is
-        DataSet("builtin_cloze", "builtin", "obqa", "openbookqa/openbookqa.yaml"),
+        DataSet(
+            name="builtin_cloze", loader="builtin", prompt="obqa", harness_yaml="openbookqa/openbookqa.yaml"
+        ),
     )
 }
 
@@ -131,7 +156,7 @@ DATASETS: dict[str, DataSet] = {
 CAMEL_SUBJECTS = ("biology", "chemistry", "physics")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProseSource:
     """One prose source of CPT (a ``data.cpt_sources`` name): how its documents are read, fingerprinted for
     the stage cache, and named in messages.
@@ -160,27 +185,17 @@ _PROSE = "arc_lab.data.prose"
 #: Every CPT prose source, by name: the built-in set's prose, SciQ's train ``support`` paragraphs, CAMEL-AI
 #: answers per subject. Read at call time everywhere (a test's ``monkeypatch.setitem`` is seen).
 PROSE_SOURCES: dict[str, ProseSource] = {
-    p.name: p
-    for p in (
-        ProseSource(
-            "builtin_prose",
-            f"{_PROSE}:builtin_texts",
-            f"{_PROSE}:builtin_fingerprint",
-            f"{_PROSE}:builtin_location",
-        ),
-        ProseSource(
-            "sciq_support", f"{_PROSE}:sciq_texts", f"{_PROSE}:sciq_fingerprint", f"{_PROSE}:sciq_location"
-        ),
-        *(
-            ProseSource(
-                f"camel_{s}",
-                f"{_PROSE}:camel_texts",
-                f"{_PROSE}:camel_fingerprint",
-                f"{_PROSE}:camel_location",
-                (s,),
-            )
-            for s in CAMEL_SUBJECTS
-        ),
+    name: ProseSource(
+        name=name,
+        reader=f"{_PROSE}:{stem}_texts",
+        fingerprint=f"{_PROSE}:{stem}_fingerprint",
+        location=f"{_PROSE}:{stem}_location",
+        args=args,
+    )
+    for name, stem, args in (
+        ("builtin_prose", "builtin", ()),
+        ("sciq_support", "sciq", ()),
+        *((f"camel_{subject}", "camel", (subject,)) for subject in CAMEL_SUBJECTS),
     )
 }
 #: The names of :data:`PROSE_SOURCES` as registered at import (prefer ``list(PROSE_SOURCES)``).

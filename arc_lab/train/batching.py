@@ -125,7 +125,7 @@ class TokenizedDataset:
         return self._fingerprint
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Batch:
     """A padded batch of B examples with up to K answers each, laid out in R rows of T tokens.
 
@@ -332,22 +332,22 @@ def collate(dataset: TokenizedDataset, indices: Sequence[int], pad_id: int, *, s
         lengths[2, bi, :n] = torch.tensor(e.nbytes, dtype=torch.float)
         mask[bi, :n] = True
     return Batch(
-        input_ids,
-        attention,
-        torch.tensor(pred_pos),
-        torch.tensor(targets),
-        torch.tensor(token_answer),
-        answer_slot,
-        n_answers,
-        lengths[0],
-        lengths[1],
-        lengths[2],
-        mask,
-        torch.tensor([e.gold for e in exs]),
-        torch.tensor(list(indices), dtype=torch.long),
-        int(attention.sum()),
-        block_mask,
-        position_ids,
+        input_ids=input_ids,
+        attention_mask=attention,
+        pred_pos=torch.tensor(pred_pos),
+        targets=torch.tensor(targets),
+        token_answer=torch.tensor(token_answer),
+        answer_slot=answer_slot,
+        n_answers=n_answers,
+        tokens=lengths[0],
+        chars=lengths[1],
+        bytes=lengths[2],
+        mask=mask,
+        gold=torch.tensor([e.gold for e in exs]),
+        index=torch.tensor(list(indices), dtype=torch.long),
+        n_tokens=int(attention.sum()),
+        block_mask=block_mask,
+        position_ids=position_ids,
     )
 
 

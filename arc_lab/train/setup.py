@@ -45,7 +45,7 @@ from arc_lab.train.stepper import Stepper, torch_stepper
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainSetup:
     """What the step loop runs on.
 
@@ -256,15 +256,15 @@ def prepare(
         reference,
     )
     return TrainSetup(
-        stepper,
-        dataset,
-        tokenizer.pad_token_id,
-        ref_logps,
-        reference,
-        steps,
-        per_epoch,
-        signature,
-        optim,
+        stepper=stepper,
+        dataset=dataset,
+        pad_id=tokenizer.pad_token_id,
+        ref_logps=ref_logps,
+        reference=reference,
+        total_steps=steps,
+        batches_per_epoch=per_epoch,
+        signature=signature,
+        optim=optim,
         world=world,
         rank=rank,
         shared=shared,
