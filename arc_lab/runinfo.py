@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("torch", "transformers", "peft", "datasets", "lm_eval", "deepspeed", "hydra-core", "wandb")
 
@@ -62,8 +60,11 @@ def library_versions() -> dict[str, str]:
 
 def config_hash(node: Any, n: int = 12) -> str:
     """Stable short sha256 of a (resolved) config node or plain container."""
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
+    if "omegaconf" in sys.modules:  # a DictConfig can only exist once omegaconf is imported
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True)
     blob = json.dumps(node, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
@@ -204,8 +205,10 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_provenance(run_dir: Path, cfg: DictConfig | dict, **extra: Any) -> None:
-    """Write ``config.yaml`` and ``provenance.json`` into ``run_dir``."""
+def write_provenance(run_dir: Path, cfg: Any, **extra: Any) -> None:
+    """Write ``config.yaml`` and ``provenance.json`` into ``run_dir`` (``cfg``: a DictConfig or a dict)."""
+    from omegaconf import DictConfig, OmegaConf
+
     run_dir.mkdir(parents=True, exist_ok=True)
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(container)))

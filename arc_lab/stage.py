@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from arc_lab import dist
-from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.runinfo import disk_full_guard, write_json
+from arc_lab.train.args import LoraConfig, OptimConfig
 
 log = logging.getLogger(__name__)
 

@@ -200,3 +200,54 @@ def test_a_new_stage_kind_is_one_entry(monkeypatch):
     )
     with pytest.raises(ConfigError, match="stage='nope'"):
         StageConfig(name="nope")
+
+
+def test_the_training_loop_and_the_evaluator_import_neither_hydra_nor_omegaconf():
+    """The training settings live in arc_lab/train/args.py as plain dataclasses (config.py registers them
+    with Hydra): importing the loop, the stage runner or the evaluator loads no config machinery."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import arc_lab.train.loop, arc_lab.train.setup, arc_lab.train.lora, arc_lab.train.args, arc_lab.stage\n"
+        "import arc_lab.eval.runner, arc_lab.eval.ours, arc_lab.eval.engine\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_config_registers_the_training_dataclasses_without_redefining_them():
+    from arc_lab import config
+    from arc_lab.train import args
+
+    assert config.OptimConfig is args.OptimConfig and config.LoraConfig is args.LoraConfig
+    assert "class OptimConfig" not in Path(config.__file__).read_text()
+
+
+def test_design_lists_exactly_the_config_readers():
+    """DESIGN.md's "Config readers" sentence names every module that imports arc_lab.config (lazy imports
+    included), and no other."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readers = set()
+    for path in (root / "arc_lab").rglob("*.py"):
+        if path.name == "config.py" and path.parent.name == "arc_lab":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if "arc_lab.config" in names:
+                readers.add(path.stem)
+    design = (root / "DESIGN.md").read_text()
+    listed = re.search(r"Config readers \(the\s+modules that import `arc_lab.config`\):([^.]*)\.", design)
+    assert listed, "DESIGN.md lost its 'Config readers' sentence"
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == readers

@@ -51,9 +51,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.objectives.base import Objective
 from arc_lab.runinfo import disk_full_guard
+from arc_lab.train.args import LoraConfig, OptimConfig
 from arc_lab.train.batching import TokenizedDataset, collate, epoch_batches
 from arc_lab.train.checkpoint import (
     LoopState,

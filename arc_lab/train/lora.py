@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from arc_lab.config import LoraConfig
+from arc_lab.train.args import LoraConfig
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from arc_lab import dist
-from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.models import cache_root, model_fingerprint
 from arc_lab.objectives.base import InputKind, Objective
+from arc_lab.train.args import LoraConfig, OptimConfig
 from arc_lab.train.batching import TokenizedDataset, tokenize_examples
 from arc_lab.train.forward import use_prefix_sharing
 from arc_lab.train.lora import prepare_trainable
