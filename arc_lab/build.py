@@ -165,6 +165,23 @@ def stage_inputs(run: RunConfig) -> dict[str, str]:
     return training.question_inputs(data.train_sources, data_dir=data_dir(run), hub=bool(data.hub))
 
 
+def stage_args(run: RunConfig):
+    """The stage's training settings (:class:`arc_lab.train.args.StageArgs`) from ``run.stage`` and
+    ``run.eval.every``: what :func:`arc_lab.stage.train_stage` takes."""
+    from arc_lab.train.args import StageArgs
+
+    s = run.stage
+    return StageArgs(
+        optim=s.optim,
+        lora=s.lora,
+        seq_len=s.seq_len,
+        append_eos=s.append_eos,
+        precompute_reference=s.precompute_reference,
+        merge_dtype=s.merge_dtype,
+        eval_every=run.eval.every,
+    )
+
+
 def stepper_factory(run: RunConfig):
     """Plain torch, or DeepSpeed when ``stage.deepspeed`` is set (``launcher=deepspeed_zero2``)."""
     from arc_lab.train.deepspeed_engine import make_stepper_factory

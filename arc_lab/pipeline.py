@@ -147,24 +147,17 @@ def _train_entry(
     if dist.is_main_process():
         write_json(stage_dir / "data.json", info)
     log.info("stage %s: %s", label, info)
-    s = run.stage
     train_stage(
         model,
         tok,
         objective,
         examples,
+        build.stage_args(run),
         stage_dir=stage_dir,
         label=label,
-        optim=s.optim,
-        lora=s.lora,
-        seq_len=s.seq_len,
-        append_eos=s.append_eos,
-        precompute_reference=s.precompute_reference,
-        merge_dtype=s.merge_dtype,
         stepper_factory=build.stepper_factory(run),
         logger=PrefixLogger(cell_logger, f"{label}/", offset) if cell_logger else None,
         eval_fn=build.periodic_eval_fn(run, tok),
-        eval_every=run.eval.every,
     )
     now = build.stage_inputs(run)
     if now != inputs:

@@ -15,7 +15,7 @@ from typing import Any
 
 from arc_lab import dist
 from arc_lab.runinfo import disk_full_guard, write_json
-from arc_lab.train.args import LoraConfig, OptimConfig
+from arc_lab.train.args import StageArgs
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +55,13 @@ def train_stage(
     tokenizer,
     objective,
     examples,
+    args: StageArgs,
     *,
     stage_dir: Path,
     label: str,
-    optim: OptimConfig,
-    lora: LoraConfig | None,
-    seq_len: int,
-    append_eos: bool = False,
-    precompute_reference: bool = True,
-    merge_dtype: str = "float32",
     stepper_factory: Callable[..., Any] | None = None,
     logger=None,
     eval_fn: Callable[[Any, int], dict[str, float]] | None = None,
-    eval_every: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` with ``objective`` on ``examples`` into ``stage_dir``, merge and save.
 
@@ -81,11 +75,11 @@ def train_stage(
         examples: training examples (:func:`arc_lab.build.training_examples`).
         stage_dir: the stage-cache entry to write.
         label: the chain label (``cpt→dpo``), for logs and the summary.
-        optim, lora, seq_len, append_eos, precompute_reference: see :func:`arc_lab.train.loop.train`.
-        merge_dtype: dtype of the merged checkpoint (``float16`` is the recipe's).
+        args: the stage's settings (:class:`arc_lab.train.args.StageArgs`: optimiser, LoRA, seq_len, EOS,
+            reference mode, merge dtype, evaluation cadence; see :func:`arc_lab.train.loop.train`).
         stepper_factory: plain torch (None) or DeepSpeed (:func:`arc_lab.build.stepper_factory`).
         logger: the run's logger, already prefixed for this stage (:class:`PrefixLogger`), or None.
-        eval_fn, eval_every: evaluation every ``eval_every`` optimizer steps (0 = never).
+        eval_fn: evaluation every ``args.eval_every`` optimizer steps (0 = never).
     """
     from arc_lab.train.loggers import JsonlLogger, NullLogger
     from arc_lab.train.loop import train
@@ -98,15 +92,15 @@ def train_stage(
         tokenizer,
         objective,
         examples,
-        optim=optim,
+        optim=args.optim,
         out_dir=stage_dir / "train",
-        seq_len=seq_len,
-        lora=lora,
-        append_eos=append_eos,
-        precompute_reference=precompute_reference,
+        seq_len=args.seq_len,
+        lora=args.lora,
+        append_eos=args.append_eos,
+        precompute_reference=args.precompute_reference,
         logger=FanOut(local, logger),
         eval_fn=eval_fn,
-        eval_every=eval_every,
+        eval_every=args.eval_every,
         stepper_factory=stepper_factory or torch_stepper,
     )
     local.finish()
@@ -127,7 +121,7 @@ def train_stage(
     with disk_full_guard(
         stage_dir / "model", f"the training checkpoints in {checkpoints} (a rerun only merges)"
     ):
-        merge(result.model, tokenizer, stage_dir / "model", dtype=merge_dtype)
+        merge(result.model, tokenizer, stage_dir / "model", dtype=args.merge_dtype)
         write_json(stage_dir / "train.json", summary)
     # The stage is complete once model/ and train.json exist; its optimizer-state checkpoints (3x the weights
     # for a full fine-tune) are no longer needed for resuming.

@@ -101,3 +101,25 @@ class OptimConfig:
         _check_int("stage.optim.save_every", self.save_every, 0)
         _check_float("stage.optim.save_every_minutes", self.save_every_minutes, low=0.0)
         _check_int("stage.optim.seed", self.seed, 0, null="the run's seed")
+
+
+@dataclass(kw_only=True)
+class StageArgs:
+    """The settings of one training stage beyond its model, data and loss (``conf/stage``'s fields that
+    training reads), as :func:`arc_lab.stage.train_stage` takes them; :func:`arc_lab.build.stage_args` makes
+    them from a run config."""
+
+    #: optimiser, schedule, batch, precision, seed, checkpoint cadence
+    optim: OptimConfig
+    #: a fresh adapter, or None / ``enabled=False`` for a full fine-tune
+    lora: LoraConfig | None
+    #: max tokens of prompt + answer (block length for packed CPT)
+    seq_len: int
+    #: append EOS to every answer (the harness never scores it)
+    append_eos: bool = False
+    #: reference log-probs precomputed once (true) or an adapter-off forward every step (false)
+    precompute_reference: bool = True
+    #: dtype of the merged checkpoint (float16 in the recipe)
+    merge_dtype: str = "float32"
+    #: evaluation every N optimizer steps during training (0 = never; the cached end-of-stage one is separate)
+    eval_every: int = 0
