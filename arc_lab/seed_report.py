@@ -292,7 +292,7 @@ def seed_table(
         for a, b in pairs
         for metric in METRICS
     ]
-    n_seeds = max(len(r.cells) for r in rows)
+    n_seeds = max((len(r.cells) for r in rows if not r.seed_independent), default=1)  # trained rows
     out = [f"{heading} {task}: rows across seeds", "", *rows_table(rows, task), ""]
     if comps:
         out += [f"{heading} {task}: paired differences", "", *comparisons_table(comps), ""]
