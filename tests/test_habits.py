@@ -68,9 +68,9 @@ def test_ci_runs_tests_and_lint_and_fails_if_either_fails(tmp_path, test_rc, lin
 
 
 def test_no_file_names_a_machine_path_or_a_document_outside_the_repository():
-    """Nothing committed names a path of the machine it was written on (``/work/...``, ``/root/...``,
-    ``/home/<user>``) or points at a document outside the repository (``../shared/docs``); ``../shared/data``
-    is the documented optional data folder and stays allowed."""
+    """Nothing committed names an absolute path of the machine it was written on (the work, root or home
+    folders: see ``bad`` below) or points at a document outside the repository (the shared docs folder);
+    the shared data folder is the documented optional data location and stays allowed."""
     root = Path(__file__).resolve().parents[1]
     files = subprocess.run(
         ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True

@@ -62,10 +62,6 @@ def cpt_texts(sources: Sequence[str], data_dir: str | Path | None = None, hub: b
     return prose_texts(sources, data_dir, hub)
 
 
-def _dedupe(texts: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(t for t in texts if t))
-
-
 def pack_blocks(texts: Sequence[str], tokenizer, seq_len: int = 4096, add_eos: bool = True) -> torch.Tensor:
     """Tokenise documents, join them into one stream and cut it into full blocks of ``seq_len`` tokens.
 
