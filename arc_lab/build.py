@@ -124,7 +124,9 @@ def training_examples(run: RunConfig, kind, tokenizer) -> tuple[Any, dict[str, A
     items = training.training_items(
         data.train_sources, data_dir=root, hub=data.hub, cap=data.max_items_per_source, seed=run.seed
     )
-    decontamination = training.decontaminate(items, data_dir=root, hub=data.hub, mode=data.decontaminate)
+    decontamination = training.decontaminate(
+        items, data_dir=root, hub=data.hub, mode=data.decontaminate, eval_tasks=run.eval.tasks
+    )
     builders: dict[Any, Any] = {
         InputKind.ANSWER: build_sft,
         InputKind.PAIR: build_pairs,
@@ -162,7 +164,9 @@ def stage_inputs(run: RunConfig) -> dict[str, str]:
     data = run.data
     if input_kind(run) is InputKind.PACKED:
         return training.cpt_inputs(data.cpt_sources, data_dir=data_dir(run), hub=bool(data.hub))
-    return training.question_inputs(data.train_sources, data_dir=data_dir(run), hub=bool(data.hub))
+    return training.question_inputs(
+        data.train_sources, data_dir=data_dir(run), hub=bool(data.hub), eval_tasks=run.eval.tasks
+    )
 
 
 def stage_args(run: RunConfig):

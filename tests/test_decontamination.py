@@ -108,6 +108,61 @@ def test_mode_is_part_of_the_stage_hash(hydra_ctx, leaky_data):
     assert stage_hash(drop, "base:x", stage_inputs(drop)) != stage_hash(off, "base:x", stage_inputs(off))
 
 
+#: an OpenBookQA test question (tests/fixtures/hub/openbookqa) as a SciQ training row, up to case and spacing
+OBQA_LEAK = {**LEAK, "question": "to keep a drink  COLD for longer, you could"}
+
+
+@pytest.fixture()
+def obqa_leak(leaky_data) -> Path:
+    """``leaky_data`` plus OpenBookQA test, whose one question is also SciQ train's last row."""
+    shutil.copytree(FIXTURES / "hub" / "openbookqa", leaky_data / "openbookqa")
+    train = leaky_data / "sciq" / "train.jsonl"
+    train.write_text(train.read_text() + json.dumps(OBQA_LEAK) + "\n")
+    return leaky_data
+
+
+def test_every_eval_task_that_asks_is_checked_not_only_arc_challenge(hydra_ctx, obqa_leak):
+    """A run that evaluates OpenBookQA is checked against OpenBookQA test too (its registry entry says
+    decontaminate); one that does not evaluate it is not, and keeps the stage key it always had. Generated
+    eval tasks (builtin) add nothing: their questions are disjoint from every training set by construction."""
+    from arc_lab.build import stage_inputs
+
+    arc_only = data_cfg(obqa_leak, "eval.tasks=[arc_challenge,builtin]")
+    _, info = build(arc_only)
+    d = info["decontamination"]
+    assert d["against"] == ["arc_challenge/test"] and d["removed_ids"] == ["sciq/train/sciq-train-1"]
+    assert sorted(stage_inputs(arc_only)) == [
+        "arc_challenge/train",
+        "decontamination/arc_challenge/test",
+        "sciq/train",
+    ]
+
+    both = data_cfg(obqa_leak, "eval.tasks=[arc_challenge,openbookqa]")
+    pairs, info = build(both)
+    d = info["decontamination"]
+    assert d["against"] == ["arc_challenge/test", "openbookqa/test"]
+    assert d["per_set"] == {
+        "arc_challenge/test": {"questions": 2, "removed": 1},
+        "openbookqa/test": {"questions": 1, "removed": 1},
+    }
+    assert d["removed"] == 2 and d["removed_by_source"] == {"sciq": 2} and d["evaluation_questions"] == 3
+    assert d["removed_ids"] == ["sciq/train/sciq-train-1", "sciq/train/sciq-train-4"]
+    assert not any("drink" in p.prompt.lower() for p in pairs)
+    keys = stage_inputs(both)
+    assert "decontamination/openbookqa/test" in keys
+    assert {k: v for k, v in keys.items() if "openbookqa" not in k} == stage_inputs(arc_only)
+    with pytest.raises(ContaminationError, match=r"sciq-train-4 \(sciq/train\) = fix-obqa-h1"):
+        build(data_cfg(obqa_leak, "eval.tasks=[openbookqa]", "data.decontaminate=refuse"))
+
+
+def test_an_eval_task_that_asks_for_the_check_must_be_readable(hydra_ctx, leaky_data):
+    """The run is about to evaluate it: a missing scored split fails before any training, naming it."""
+    from arc_lab.data.loaders import DataSourceError
+
+    with pytest.raises(DataSourceError, match=r"openbookqa/test: no file test.jsonl"):
+        build(data_cfg(leaky_data, "eval.tasks=[openbookqa]"))
+
+
 @pytest.mark.parametrize(
     "override,message",
     [

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -243,6 +244,167 @@ def test_a_new_entry_is_evaluable_by_both_backends_with_lm_evals_own_prompts(fak
         assert p["max_abs_ll_diff"] < 1e-4 and p["n_items"] == 6, p
         assert res[task]["n"] == 6 and res[task]["num_fewshot"] == tasks[task]
         assert len(read_samples(out / "samples" / f"{task}.jsonl")) == 6
+
+
+# ----------------------------------------------------------- a task with its own schema and eval split
+def _preprocess(text: str) -> str:
+    """lm-eval's ``hellaswag/utils.py`` ``preprocess`` (WikiHow artefacts out), as a task author would copy
+    it into their hook module."""
+    import re
+
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub("\\[.*?\\]", "", text).replace("  ", " ")
+
+
+def parse_hellaswag_row(row: dict, *, source: str, split: str, index: int, where: str) -> MCItem:
+    """A HellaSwag row (``activity_label``, ``ctx_a``, ``ctx_b``, ``endings``, ``label``) as an item: the
+    question is the raw context, the choices the processed endings (the scored continuations)."""
+    from arc_lab.data.loaders import DataError
+
+    for key in ("ind", "activity_label", "ctx_a", "ctx_b", "endings", "label"):
+        if key not in row:
+            raise DataError(f"{where}: field {key!r} is missing")
+    return MCItem(
+        id=f"{source}-{row['ind']}",
+        question=f"{row['activity_label']}: {row['ctx_a']} {row['ctx_b'].capitalize()}",
+        choices=tuple(_preprocess(e) for e in row["endings"]),
+        gold=int(row["label"]),
+        source=source,
+        split=split,
+    )
+
+
+def hellaswag_text(item: MCItem) -> str:
+    """HellaSwag's ``doc_to_text``: the processed context (its ``query``)."""
+    return _preprocess(item.question)
+
+
+def hellaswag_harness_row(item: MCItem) -> dict:
+    """An item back in HellaSwag's schema, for lm-eval's own ``hellaswag.yaml`` and its ``process_docs``."""
+    label, _, ctx = item.question.partition(": ")
+    return {
+        "ind": item.id,
+        "activity_label": label,
+        "ctx_a": ctx,
+        "ctx_b": "",
+        "endings": list(item.choices),
+        "label": str(item.gold),
+    }
+
+
+#: Registered in the test alone: the row parser, prompt and harness row are hooks in this module; the task
+#: is scored on validation (HellaSwag's test answers are hidden) and is decontaminated against.
+HELLASWAG_LIKE = DataSet(
+    name="hellaswag_like",
+    loader=f"{__name__}:parse_hellaswag_row",
+    prompt=f"{__name__}:hellaswag_text",
+    harness_yaml="hellaswag/hellaswag.yaml",
+    harness_row=f"{__name__}:hellaswag_harness_row",
+    splits=("train", "validation"),
+    eval_split="validation",
+)
+
+
+def _hellaswag_row(i: int) -> dict:
+    """A WikiHow-style row with the artefacts ``preprocess`` removes (``[title]``, ``[step]``)."""
+    return {
+        "ind": i,
+        "activity_label": f"Cooking pasta {i}",
+        "ctx_a": f"[header] How to cook pasta number {i} [title] Boil the water.",
+        "ctx_b": "then",
+        "endings": [
+            f"Add the pasta {i} [step] and stir it.",
+            "Paint the pot blue.",
+            f"Throw the water {i} away.",
+            "Sing to the stove [substeps] loudly.",
+        ],
+        "label": str(i % 4),
+    }
+
+
+@pytest.fixture()
+def hellaswag_data(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setitem(DATASETS, HELLASWAG_LIKE.name, HELLASWAG_LIKE)
+    folder = tmp_path / "data" / "hellaswag_like"
+    _write(folder, "train", [_hellaswag_row(100 + i) for i in range(4)])
+    _write(folder, "validation", [_hellaswag_row(i) for i in range(6)])
+    return tmp_path / "data"
+
+
+def test_a_task_with_its_own_schema_and_eval_split_is_one_entry(hellaswag_data):
+    """Loaded with its own parser, scored on validation, fingerprinted by that split, refused for model
+    selection (no held-out split), and checked against by decontamination."""
+    from arc_lab.data.loaders import DataError, load_mc
+    from arc_lab.data.training import decontamination_sets, question_inputs
+    from arc_lab.eval.runner import eval_data_inputs, load_task_items
+    from arc_lab.eval.tasks import FEWSHOT_SEED, build_contexts, drops_eval_doc
+
+    items, pool = load_task_items("hellaswag_like", hellaswag_data)
+    assert (len(items), len(pool), items[1].gold, items[0].split) == (6, 4, 1, "validation")
+    assert items[0].choices[0] == "Add the pasta 0 and stir it."
+    assert items[0].choices[3] == "Sing to the stove loudly."
+    assert build_contexts("hellaswag_like", items[:1], pool, 0) == [
+        "Cooking pasta 0: How to cook pasta number 0. Boil the water. Then"
+    ]
+    # lm-eval draws n + 1 few-shot docs for a task scored on validation: a plain draw of n gives other prompts
+    assert drops_eval_doc("hellaswag_like") and not drops_eval_doc("arc_challenge")
+    rnd = random.Random(FEWSHOT_SEED)
+    plain = [rnd.sample(pool, 1)[0] for _ in items]
+    shots = [c.split("\n\n")[0] for c in build_contexts("hellaswag_like", items, pool, 1)]
+    assert any(s != f"{hellaswag_text(p)} {p.choices[p.gold]}" for s, p in zip(shots, plain, strict=True))
+    assert sorted(eval_data_inputs(["hellaswag_like"], hellaswag_data)) == ["hellaswag_like/validation"]
+    with pytest.raises(ValueError, match=r"eval.split=validation: task hellaswag_like has no held-out"):
+        eval_data_inputs(["hellaswag_like"], hellaswag_data, split="validation")
+    assert decontamination_sets(["builtin", "hellaswag_like"]) == [
+        ("arc_challenge", "test"),
+        ("hellaswag_like", "validation"),
+    ]
+    keys = question_inputs(["builtin"], data_dir=hellaswag_data, hub=False, eval_tasks=["hellaswag_like"])
+    assert keys["decontamination/arc_challenge/test"] == "unavailable"  # built-in training needs no ARC file
+    assert "decontamination/hellaswag_like/validation" in keys
+    bad = hellaswag_data / "hellaswag_like" / "validation.jsonl"
+    bad.write_text(json.dumps({k: v for k, v in _hellaswag_row(0).items() if k != "label"}) + "\n")
+    with pytest.raises(
+        DataError, match=r"^hellaswag_like/validation.jsonl line 1: field 'label' is missing$"
+    ):
+        load_mc("hellaswag_like", "validation", hellaswag_data)
+
+
+@pytest.mark.slow
+def test_a_task_with_its_own_schema_passes_the_parity_check_end_to_end(hellaswag_data, tmp_path):
+    """``stage=eval eval.backend=both`` through the pipeline: lm-eval runs its installed ``hellaswag.yaml``
+    (its ``process_docs`` included) on the rows the entry writes, scores the validation split, and renders
+    exactly our prompts and continuations; acc / acc_norm agree and log-likelihoods agree to 1e-4 (the bound of
+    the test above, same reasoning)."""
+    from hydra import compose, initialize_config_dir
+
+    from arc_lab.pipeline import run_pipeline
+    from arc_lab.plan import plan_chain
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "model=tiny_llama",
+                "stage=eval",
+                "eval.tasks=[hellaswag_like]",
+                "eval.num_fewshot=1",
+                "eval.backend=both",
+                f"data.data_dir={hellaswag_data}",
+                f"output_root={tmp_path / 'out'}",
+            ],
+        )
+    GlobalHydra.instance().clear()
+    run_dir = tmp_path / "run"
+    run_pipeline(plan_chain(cfg), run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    task = metrics["hellaswag_like"]
+    assert task["split"] == "validation" and task["n"] == 6 and task["num_fewshot"] == 1, task
+    assert metrics["lm_eval"]["hellaswag_like"]["split"] == "validation"
+    p = metrics["parity"]["hellaswag_like"]
+    assert p["context_mismatch"] == [] and p["acc_disagree"] == [] and p["acc_norm_disagree"] == [], p
+    assert p["max_abs_ll_diff"] < 1e-4 and p["n_items"] == 6, p
 
 
 # ------------------------------------------------------------------------------------- CPT prose sources

@@ -128,7 +128,7 @@ def split_file(data_dir: str | Path, dataset: str, split: str) -> Path:
 def split_location(dataset: str, split: str, data_dir: str | Path | None = None, hub: bool = False) -> str:
     """Where :func:`load_mc` reads a split from, for messages: the file, the built-in set or the Hub."""
     spec = get_dataset(dataset)
-    if spec.loader == "builtin":
+    if spec.generated:
         return f"the built-in set's {canonical_split(split)} split (arc_lab.data.builtin)"
     root = resolve_data_dir(data_dir)
     if root is not None:
@@ -236,8 +236,11 @@ def _question_and_choices(row: dict[str, Any], where: str) -> tuple[str, list[st
     )
 
 
-def parse_choice_row(row: dict[str, Any], *, source: str, split: str, where: str) -> MCItem:
-    """One ARC / OpenBookQA row (release or Hub schema) as an :class:`MCItem`.
+def parse_choice_row(
+    row: dict[str, Any], *, source: str, split: str, where: str, index: int | None = None
+) -> MCItem:
+    """One ARC / OpenBookQA row (release or Hub schema) as an :class:`MCItem` (``index`` is unused: the id
+    comes from the row).
 
     Gold is ``labels.index(answerKey.strip())`` (OpenBookQA answer keys may carry whitespace).
 
@@ -308,7 +311,7 @@ def parse_rows(
 
     Args:
         rows: ``(where, row)``; ``where`` names the file and line (``arc_easy/test.jsonl line 3``).
-        dataset: dataset name (its registry entry's ``loader`` decides the row schema).
+        dataset: dataset name (its registry entry's row parser reads each row).
         split: canonical split name.
         duplicates: ``error`` or ``drop`` (see the module docstring).
 
@@ -317,23 +320,12 @@ def parse_rows(
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates={duplicates!r}: expected one of {DUPLICATES}")
-    loader = get_dataset(dataset).loader
-    if loader not in _ROW_PARSERS:
-        raise ValueError(f"{dataset}: loader={loader!r} has no rows to parse (it is generated)")
-    parse = _ROW_PARSERS[loader]
-    parsed = [(where, parse(row, dataset, split, index, where)) for index, (where, row) in enumerate(rows)]
+    spec = get_dataset(dataset)
+    parsed = [
+        (where, spec.parse_row(row, split=split, index=index, where=where))
+        for index, (where, row) in enumerate(rows)
+    ]
     return _handle_duplicates(parsed, dataset, split, duplicates)
-
-
-#: Row parsers by registry ``loader``: ``(row, dataset, split, row index, where) -> MCItem``.
-_ROW_PARSERS = {
-    "choice": lambda row, dataset, split, index, where: parse_choice_row(
-        row, source=dataset, split=split, where=where
-    ),
-    "sciq": lambda row, dataset, split, index, where: parse_sciq_row(
-        row, split=split, index=index, where=where, source=dataset
-    ),
-}
 
 
 def _content(item: MCItem) -> tuple:
@@ -342,8 +334,8 @@ def _content(item: MCItem) -> tuple:
 
 
 def _has_ids(dataset: str) -> bool:
-    """Whether rows carry their own ids (``choice``); ``sciq`` rows are told apart by content."""
-    return get_dataset(dataset).loader != "sciq"
+    """Whether rows carry their own ids (the entry's ``has_ids``); rows without are told apart by content."""
+    return get_dataset(dataset).has_ids
 
 
 def _handle_duplicates(
@@ -393,6 +385,55 @@ def _count_repeats(parsed: list[tuple[str, MCItem]], dataset: str) -> int:
     return len(keys) - len(set(keys))
 
 
+# ----------------------------------------------------------------------------- rows for lm-eval
+#: Choice labels for items that carry none (generated sets).
+LABELS = "ABCDEFGHIJ"
+
+
+def _choice_hub_row(item: MCItem, question_key: str) -> dict[str, Any]:
+    labels = list(item.labels) if item.labels else list(LABELS[: len(item.choices)])
+    if len(labels) != len(item.choices):
+        raise ValueError(
+            f"{item.source} item {item.id!r}: {len(labels)} labels for {len(item.choices)} choices"
+        )
+    return {
+        "id": item.id,
+        question_key: item.question,
+        "choices": {"text": list(item.choices), "label": labels},
+        "answerKey": labels[item.gold],
+    }
+
+
+def arc_hub_row(item: MCItem) -> dict[str, Any]:
+    """``item`` in the Hub ARC schema (``question``, ``choices{text, label}``, ``answerKey``), the row
+    lm-eval's ``arc_easy.yaml`` reads; :func:`parse_choice_row` reads it back."""
+    return _choice_hub_row(item, "question")
+
+
+def obqa_hub_row(item: MCItem) -> dict[str, Any]:
+    """``item`` in the Hub OpenBookQA schema (``question_stem`` instead of ``question``)."""
+    return _choice_hub_row(item, "question_stem")
+
+
+def sciq_hub_row(item: MCItem) -> dict[str, Any]:
+    """``item`` in the SciQ schema (``distractor1..3``, ``correct_answer``, ``support``); the gold choice must
+    be last, as :func:`parse_sciq_row` and lm-eval's SciQ YAML order them."""
+    if len(item.choices) != 4 or item.gold != 3:
+        raise ValueError(
+            f"sciq item {item.id!r}: expected 4 choices with gold 3 (lm-eval's SciQ order), got "
+            f"{len(item.choices)} choices, gold {item.gold}"
+        )
+    d1, d2, d3, correct = item.choices
+    return {
+        "question": item.question,
+        "distractor1": d1,
+        "distractor2": d2,
+        "distractor3": d3,
+        "correct_answer": correct,
+        "support": item.support,
+    }
+
+
 # ------------------------------------------------------------------------------------------ public
 def load_mc(
     dataset: str,
@@ -417,7 +458,7 @@ def load_mc(
         DataError: a malformed row (file, line and field are named), a duplicate ``duplicates`` refuses.
     """
     spec, split = _dataset_split(dataset, split)
-    if spec.loader == "builtin":
+    if spec.generated:
         from arc_lab.data.builtin import generated_items
 
         return generated_items(spec.name, split)
@@ -496,7 +537,7 @@ def dataset_fingerprint(
 
     spec, split = _dataset_split(dataset, split)
     root = resolve_data_dir(data_dir)
-    if spec.loader == "builtin" or root is None:
+    if spec.generated or root is None:
         return records_fingerprint(load_mc(dataset, split, data_dir, hub=hub))
     return file_digest(split_file(root, dataset, split))[:16]
 

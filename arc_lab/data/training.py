@@ -8,6 +8,7 @@ config object.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from arc_lab.data.builders import (
@@ -24,6 +25,7 @@ from arc_lab.data.loaders import (
     split_location,
 )
 from arc_lab.data.records import MCItem
+from arc_lab.data.registry import get_dataset
 from arc_lab.runinfo import config_hash
 
 
@@ -45,27 +47,76 @@ def training_items(
     return items
 
 
-def decontaminate(items: list[MCItem], *, data_dir: str | None, hub: bool, mode: str) -> dict[str, Any]:
-    """Apply ``data.decontaminate`` (drop | refuse | off) against ARC-Challenge test; see
-    :func:`arc_lab.data.builders.decontaminate_items`. Drops from ``items`` in place.
+#: The set every training run is checked against, whatever it evaluates: ARC-Challenge test, the benchmark
+#: this project reports (``data.decontaminate``).
+ALWAYS_AGAINST = ("arc_challenge", "test")
 
-    Training only on the built-in set cannot contain ARC questions, so there the check runs when the
-    ARC-Challenge test file is available and is reported as skipped (loudly) when it is not.
+
+def decontamination_sets(eval_tasks: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """``(data set, split)`` pairs training questions are compared with: ARC-Challenge test, then the scored
+    split of every eval task whose registry entry says ``decontaminate`` (lm-eval's ``should_decontaminate``;
+    generated sets say no: their questions are disjoint by construction), in order, without repeats."""
+    sets = [ALWAYS_AGAINST]
+    for task in eval_tasks:
+        spec = get_dataset(task, "eval task")
+        pair = (task, spec.eval_split)
+        if spec.decontaminate and pair not in sets:
+            sets.append(pair)
+    return sets
+
+
+def _forbidden(
+    pair: tuple[str, str], items: list[MCItem], *, data_dir: str | None, hub: bool
+) -> list[MCItem] | None:
+    """The questions of one decontamination set; None when ARC-Challenge test is absent and training is on
+    the built-in set only (which cannot hold ARC questions): then the check is skipped with a WARNING."""
+    if pair == ALWAYS_AGAINST:
+        builtin_only = all(item.source == "builtin" for item in items)
+        got = arc_challenge_test_items(data_dir, hub=hub, required=not builtin_only)
+        return got if got or not builtin_only else None
+    return load_mc(pair[0], pair[1], data_dir, hub=hub)
+
+
+def decontaminate(
+    items: list[MCItem], *, data_dir: str | None, hub: bool, mode: str, eval_tasks: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Apply ``data.decontaminate`` (drop | refuse | off) against every set of
+    :func:`decontamination_sets`; see :func:`arc_lab.data.builders.decontaminate_items`. Drops from
+    ``items`` in place.
+
+    Training only on the built-in set cannot contain ARC questions, so there the ARC-Challenge check runs
+    when its test file is available and is reported as skipped (loudly) when it is not. The scored split of
+    an eval task is required: the run is about to evaluate it.
 
     Returns:
-        What ``data.json`` records: the mode, how many questions were compared and removed, and the
-        removed ids (``source/split/id``).
+        What ``data.json`` records: the mode, the sets compared with and their question counts, how many
+        questions were removed in all, per set and per training source, and the removed ids
+        (``source/split/id``).
     """
+    sets = decontamination_sets(eval_tasks)
+    per_set: dict[str, dict[str, int]] = {}
     forbidden: list[MCItem] = []
     if mode != "off":
-        builtin_only = all(item.source == "builtin" for item in items)
-        forbidden = arc_challenge_test_items(data_dir, hub=hub, required=not builtin_only)
+        for pair in sets:
+            got = _forbidden(pair, items, data_dir=data_dir, hub=hub)
+            per_set["/".join(pair)] = {"questions": len(got or [])}
+            forbidden += got or []
     items[:], removed = decontaminate_items(items, forbidden, mode=mode)
+    if removed:
+        for name in per_set:
+            task, split = name.split("/")
+            hits = {normalize_question(i.question) for i in forbidden if (i.source, i.split) == (task, split)}
+            per_set[name]["removed"] = sum(1 for o in removed if normalize_question(o.question) in hits)
+    by_source: dict[str, int] = {}
+    for o in removed:
+        by_source[o.source] = by_source.get(o.source, 0) + 1
     return {
         "mode": mode,
-        "against": "arc_challenge/test",
+        "against": ["/".join(pair) for pair in sets],
         "evaluation_questions": len(forbidden),
+        "per_set": per_set,
         "removed": len(removed),
+        "removed_by_source": by_source,
         "removed_ids": [f"{o.source}/{o.split}/{o.id}" for o in removed],
     }
 
@@ -99,25 +150,29 @@ def cpt_inputs(sources: list[str], *, data_dir: str | None, hub: bool) -> dict[s
     return prose_fingerprints(sources, data_dir, hub)
 
 
-def question_inputs(sources: list[str], *, data_dir: str | None, hub: bool) -> dict[str, str]:
+def question_inputs(
+    sources: list[str], *, data_dir: str | None, hub: bool, eval_tasks: Sequence[str] = ()
+) -> dict[str, str]:
     """Content fingerprints of everything a question-trained stage reads, for the stage cache key.
 
     Local files: the sha256 of their bytes; generated data (``builtin``, ``builtin_prose``): the sha256 of
     what the generator yields; the Hub: the sha256 of the records, downloaded first (the Hub offers no
-    content fingerprint before that). The decontamination set enters as the fingerprint of its normalised
-    questions, the only thing the check compares (its answer keys do not change a stage).
+    content fingerprint before that). Each decontamination set (:func:`decontamination_sets`) enters as the
+    fingerprint of its normalised questions, the only thing the check compares (its answer keys do not change
+    a stage), under ``decontamination/<set>/<split>``: a run that evaluates only sets that need no check
+    beyond ARC-Challenge has the key it always had.
 
     Raises:
         DataSourceError, DataError: as building the examples would, before any work.
     """
     out = {f"{s}/train": dataset_fingerprint(s, "train", data_dir, hub=hub) for s in sources}
-    try:
-        questions = sorted(
-            {normalize_question(i.question) for i in load_mc("arc_challenge", "test", data_dir, hub)}
-        )
-        out["decontamination/arc_challenge/test"] = config_hash(questions, n=16)
-    except DataSourceError:
-        if any(s != "builtin" for s in sources):
-            raise
-        out["decontamination/arc_challenge/test"] = "unavailable"
+    for task, split in decontamination_sets(eval_tasks):
+        key = f"decontamination/{task}/{split}"
+        try:
+            questions = sorted({normalize_question(i.question) for i in load_mc(task, split, data_dir, hub)})
+            out[key] = config_hash(questions, n=16)
+        except DataSourceError:
+            if (task, split) != ALWAYS_AGAINST or any(s != "builtin" for s in sources):
+                raise
+            out[key] = "unavailable"
     return out

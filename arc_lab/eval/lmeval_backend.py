@@ -18,47 +18,25 @@ from pathlib import Path
 
 from arc_lab.data.records import MCItem
 from arc_lab.eval.ours import encode_question, sample_record
-from arc_lab.eval.tasks import EVAL_SPLIT, FEWSHOT_SPLIT, check_task
+from arc_lab.eval.tasks import check_task
 
 HFLM_BATCH_SIZE = 8
-LABELS = "ABCDEFGHIJ"
 
 
 def hub_row(task: str, item: MCItem) -> dict:
-    """``item`` in the Hub schema the task's harness YAML reads: the layout of its prompt style (ARC /
-    OpenBookQA / SciQ)."""
-    style = check_task(task).prompt
-    if style == "sciq":
-        if len(item.choices) != 4 or item.gold != 3:
-            raise ValueError(
-                f"sciq item {item.id!r}: expected 4 choices with gold 3 (lm-eval's SciQ order), got "
-                f"{len(item.choices)} choices, gold {item.gold}"
-            )
-        d1, d2, d3, correct = item.choices
-        return {
-            "question": item.question,
-            "distractor1": d1,
-            "distractor2": d2,
-            "distractor3": d3,
-            "correct_answer": correct,
-            "support": item.support,
-        }
-    labels = list(item.labels) if item.labels else list(LABELS[: len(item.choices)])
-    if len(labels) != len(item.choices):
-        raise ValueError(f"{task} item {item.id!r}: {len(labels)} labels for {len(item.choices)} choices")
-    row = {
-        "id": item.id,
-        "choices": {"text": list(item.choices), "label": labels},
-        "answerKey": labels[item.gold],
-    }
-    row["question_stem" if style == "obqa" else "question"] = item.question
-    return row
+    """``item`` as the row the task's harness YAML reads (its registry entry's row writer)."""
+    return check_task(task).harness_row_of(item)
 
 
 def write_task(
     task: str, eval_items: Sequence[MCItem], fewshot_pool: Sequence[MCItem], task_dir: Path
 ) -> str:
-    """Write ``<task_dir>/<task>/{train,test}.jsonl`` and a task YAML; returns the harness task name."""
+    """Write the task's few-shot and scored splits as ``<task_dir>/<task>/<split>.jsonl`` (the splits of its
+    registry entry) and a task YAML reading them; returns the harness task name.
+
+    The YAML keeps the harness YAML's ``process_docs``, prompt and metrics and points its scored split
+    (``test_split``, or ``validation_split`` for a task scored on validation) at our file; the other one of
+    the two is set to null so that lm-eval scores exactly our split."""
     import lm_eval
 
     spec = check_task(task)
@@ -66,7 +44,7 @@ def write_task(
     folder = task_dir / task
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
-    for split, items in ((FEWSHOT_SPLIT, fewshot_pool), (EVAL_SPLIT, eval_items)):
+    for split, items in ((spec.fewshot_split, fewshot_pool), (spec.eval_split, eval_items)):
         files[split] = str(folder / f"{split}.jsonl")
         with open(files[split], "w", encoding="utf-8") as f:
             for item in items:
@@ -81,7 +59,9 @@ def write_task(
         "tag: []",
         "dataset_path: json",
         "dataset_name: null",
-        "validation_split: null",
+        f"training_split: {spec.fewshot_split}",  # lm-eval draws few-shot examples from its training split
+        f"validation_split: {'validation' if spec.eval_split == 'validation' else 'null'}",
+        f"test_split: {'test' if spec.eval_split == 'test' else 'null'}",
         "dataset_kwargs: " + json.dumps({"data_files": files, "cache_dir": str(task_dir / "hf_cache")}),
     ]
     (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n")

@@ -13,7 +13,7 @@ from typing import Any
 
 from arc_lab.data.loaders import dataset_fingerprint, records_fingerprint
 from arc_lab.eval.outputs import task_metrics, write_outputs
-from arc_lab.eval.tasks import EVAL_SPLIT, FEWSHOT_SPLIT, check_task
+from arc_lab.eval.tasks import EVAL_SPLIT, check_task, scored_split
 from arc_lab.runinfo import disk_full_guard
 
 log = logging.getLogger(__name__)
@@ -30,21 +30,24 @@ def _fewshot_map(tasks: Sequence[str], num_fewshot: int | dict[str, int]) -> dic
 
 
 def load_task_items(task: str, data_dir, split: str = EVAL_SPLIT):
-    """(eval split, few-shot pool) of a task via :func:`arc_lab.data.loaders.load_mc`.
+    """(scored split, few-shot pool) of a task via :func:`arc_lab.data.loaders.load_mc`.
 
-    ``split`` is ``test`` for lm-eval parity; ``validation`` keeps the test split out of model selection
-    (hyper-parameter searches). The few-shot pool is always the train split, as in lm-eval. A repeated id in the
-    eval split fails; rows of the pool identical to an earlier one are dropped, with a warning.
+    ``split`` is ``eval.split``: ``test`` scores the task's registered ``eval_split`` (lm-eval's choice);
+    ``validation`` keeps it out of model selection (hyper-parameter searches); see
+    :func:`arc_lab.eval.tasks.scored_split`. The few-shot pool is the entry's ``fewshot_split`` (train), as
+    in lm-eval. A repeated id in the scored split fails; rows of the pool identical to an earlier one are
+    dropped, with a warning.
     """
     from arc_lab.data.loaders import DataError, load_mc, split_location
 
+    spec, split = check_task(task), scored_split(task, split)
     items = load_mc(task, split, data_dir)
     if not items:
         raise DataError(
             f"{split_location(task, split, data_dir)}: the {split} split of eval task {task!r} has no "
             f"questions; fill it or drop {task} from eval.tasks"
         )
-    return items, load_mc(task, FEWSHOT_SPLIT, data_dir, duplicates="drop")
+    return items, load_mc(task, spec.fewshot_split, data_dir, duplicates="drop")
 
 
 def eval_data_inputs(
@@ -62,9 +65,10 @@ def eval_data_inputs(
     shots = _fewshot_map(tasks, num_fewshot)
     out = {}
     for t in tasks:
-        out[f"{t}/{split}"] = dataset_fingerprint(t, split, data_dir)
+        scored, pool = scored_split(t, split), check_task(t).fewshot_split
+        out[f"{t}/{scored}"] = dataset_fingerprint(t, scored, data_dir)
         if shots[t]:
-            out[f"{t}/{FEWSHOT_SPLIT}"] = dataset_fingerprint(t, FEWSHOT_SPLIT, data_dir)
+            out[f"{t}/{pool}"] = dataset_fingerprint(t, pool, data_dir)
     return out
 
 
@@ -138,8 +142,9 @@ def run_eval(
             ``lm_eval/``, the comparison in ``metrics.json["parity"]``).
         progress: tqdm bars.
         task_items: ``{task: (eval_items, fewshot_pool)}`` to bypass the loader (tests, benchmarks).
-        split: the split scored: ``test`` (lm-eval's choice, the default) or ``validation`` (for model
-            selection, so that a search never sees test); recorded per task in ``metrics.json``.
+        split: ``eval.split``: ``test`` scores each task's registered ``eval_split`` (lm-eval's choice, the
+            default) and ``validation`` its validation split (for model selection, so that a search never
+            sees the scored split); the split read is recorded per task in ``metrics.json``.
 
     Returns:
         The ``metrics.json`` dict: ``{task: {acc, acc_stderr, acc_norm, acc_norm_stderr, acc_bytes, n,
@@ -155,9 +160,10 @@ def run_eval(
         raise ValueError(f"eval.sample={sample} needs eval.backend=ours (lm-eval's limit takes the first N)")
     shots = _fewshot_map(tasks, num_fewshot)
     items = task_items if task_items is not None else {t: load_task_items(t, data_dir, split) for t in tasks}
+    scored = {t: scored_split(t, split) for t in tasks}
     fps = {
         t: (
-            dataset_fingerprint(t, split, data_dir)
+            dataset_fingerprint(t, scored[t], data_dir)
             if task_items is None
             else records_fingerprint(items[t][0], origin=False)  # in-memory items: no file to hash
         )
@@ -208,7 +214,7 @@ def run_eval(
         metrics[name] = {
             t: {
                 **task_metrics(per_task[t], num_fewshot=shots[t], fingerprint=fps[t]),
-                "split": split,
+                "split": scored[t],
                 **({"sample": sample, "sample_seed": sample_seed} if sample is not None else {}),
             }
             for t in tasks

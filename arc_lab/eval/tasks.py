@@ -8,8 +8,11 @@ Every rule here mirrors a line of lm-eval 0.4.x (its ``ConfigurableTask`` and ``
 * The target delimiter is ``" "``, the few-shot delimiter ``"\\n\\n"``; a few-shot block is
   ``doc_to_text(fs) + " " + gold_text(fs) + "\\n\\n"``; the eval part has no trailing space.
 * Few-shot examples come from the train split, drawn by ONE ``random.Random(1234)`` per task, advanced doc
-  by doc in eval-doc order (``rnd.sample(pool, n)``, in sampled order).
-* The eval split is ``test``; ``limit`` takes the first N docs, a float below 1 ``ceil(frac * len)``.
+  by doc in eval-doc order (``rnd.sample(pool, n)``, in sampled order). For a task scored on validation the
+  harness draws ``n + 1`` and drops the eval doc (:func:`drops_eval_doc`).
+* The scored split is the task's ``eval_split`` (``test``; ``validation`` for a task whose test answers are
+  hidden, as lm-eval's HellaSwag); few-shot examples come from its ``fewshot_split`` (``train``). ``limit``
+  takes the first N docs, a float below 1 ``ceil(frac * len)``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from arc_lab.data.registry import DATASETS, DataSet
 FEWSHOT_SEED = 1234
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
+#: ``eval.split`` values: ``test`` scores each task's registered ``eval_split`` (lm-eval's choice, the numbers
+#: reported); ``validation`` scores its validation split (model selection that never sees the scored split).
 EVAL_SPLIT = "test"
-FEWSHOT_SPLIT = "train"
+SELECTION_SPLIT = "validation"
 
 
 def check_task(task: str) -> DataSet:
@@ -38,6 +43,26 @@ def check_task(task: str) -> DataSet:
     if task not in DATASETS:
         raise ValueError(f"eval task {task!r} is unknown: expected one of {sorted(DATASETS)}")
     return DATASETS[task]
+
+
+def scored_split(task: str, split: str = EVAL_SPLIT) -> str:
+    """The split an evaluation of ``task`` reads for ``eval.split=split``.
+
+    Raises:
+        ValueError: ``split`` is neither ``test`` nor ``validation``, or is ``validation`` for a task whose
+            scored split already is its validation split (selecting on it would select on the reported split).
+    """
+    spec = check_task(task)
+    if split == EVAL_SPLIT:
+        return spec.eval_split
+    if split != SELECTION_SPLIT:
+        raise ValueError(f"eval.split={split!r}: expected {EVAL_SPLIT!r} or {SELECTION_SPLIT!r}")
+    if spec.eval_split == SELECTION_SPLIT or SELECTION_SPLIT not in spec.splits:
+        raise ValueError(
+            f"eval.split={split}: task {task} has no held-out validation split (its splits "
+            f"{list(spec.splits)}, scored split {spec.eval_split}); choose settings on another task"
+        )
+    return SELECTION_SPLIT
 
 
 def doc_to_text(task: str, item: MCItem) -> str:
@@ -80,6 +105,18 @@ def sample_indices(n_docs: int, sample: int | None, seed: int = 0) -> list[int]:
     return sorted(random.Random(seed).sample(range(n_docs), sample))
 
 
+def drops_eval_doc(task: str) -> bool:
+    """Whether lm-eval draws ``n + 1`` few-shot docs per eval doc and drops the eval doc from them.
+
+    The harness (``ConfigurableTask.fewshot_context``) passes the eval doc to its sampler when the few-shot
+    split *as configured* equals the test split. A task scored on validation (HellaSwag) sets neither
+    (``test_split: null``, no ``fewshot_split``), so ``None == None`` holds: lm-eval samples ``n + 1``,
+    removes docs equal to the eval doc and keeps the first ``n`` (resampling from the pool without them if
+    fewer remain). ARC, OpenBookQA and SciQ set ``test_split: test``: a plain ``rnd.sample(pool, n)``.
+    """
+    return check_task(task).eval_split != EVAL_SPLIT
+
+
 def build_contexts(
     task: str,
     eval_items: Sequence[MCItem],
@@ -113,8 +150,16 @@ def build_contexts(
     pool = list(fewshot_pool)
     blocks = {}  # id(item) -> rendered block; the same train example recurs across prompts
     contexts = []
+    spec, extra = check_task(task), num_fewshot > 0 and drops_eval_doc(task)
     for item in eval_items:
-        shots = rnd.sample(pool, num_fewshot) if num_fewshot else []
+        if extra:  # lm-eval compares the docs it read: the rows the backend writes for them
+            row = spec.harness_row_of(item)
+            shots = [fs for fs in rnd.sample(pool, num_fewshot + 1) if spec.harness_row_of(fs) != row]
+            shots = shots[:num_fewshot]
+            if len(shots) < num_fewshot:
+                shots = rnd.sample([fs for fs in pool if spec.harness_row_of(fs) != row], num_fewshot)
+        else:
+            shots = rnd.sample(pool, num_fewshot) if num_fewshot else []
         parts = []
         for fs in shots:
             key = id(fs)
