@@ -12,13 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import REPO, compose
 
-from arc_lab.config import register_configs, to_run_config
+from arc_lab.config import to_run_config
 
-REPO = Path(__file__).resolve().parents[1]
-register_configs()
 ROWS = [
     "real_cpu_base",
     "real_cpu_cpt",
@@ -29,22 +26,12 @@ ROWS = [
 ]
 
 
-@pytest.fixture()
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
-
-
 def _cfg(*overrides: str):
-    return compose(
-        config_name="config", overrides=["experiment=arc_real_cpu", *overrides], return_hydra_config=False
-    )
+    return compose(["experiment=arc_real_cpu", *overrides])
 
 
 def test_preset_sweeps_six_rows_and_two_evaluations(hydra_ctx):
-    cfg = compose(config_name="config", overrides=["experiment=arc_real_cpu"], return_hydra_config=True)
+    cfg = compose(["experiment=arc_real_cpu"], hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert params.chain.split(",") == ROWS
     assert params.eval.split(",") == ["arc_real_25shot", "arc_real_0shot"]

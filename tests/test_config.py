@@ -7,33 +7,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import CONF, ONE_LAYER, compose, load_tiny
 
-from arc_lab.config import ConfigError, register_configs, to_run_config
+from arc_lab.config import ConfigError, to_run_config
 from arc_lab.objectives import OBJECTIVES
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-register_configs()
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.fixture()
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
-
-
 def run_config(overrides: list[str]):
-    cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose(overrides)
     return cfg, to_run_config(cfg)
 
 
@@ -41,7 +28,7 @@ def run_config(overrides: list[str]):
 def test_every_experiment_and_chain_composes(hydra_ctx, experiment):
     from arc_lab.plan import plan_chain
 
-    cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    cfg = compose([f"experiment={experiment}"], hydra_config=True)
     sweep = cfg.hydra.sweeper.get("params") or {}
     chains = str(sweep.get("chain", "")).split(",") if "chain" in sweep else [None]
     for chain in chains:
@@ -136,11 +123,7 @@ def test_cli_bad_overrides_exit_before_work(tmp_path):
 
 
 def test_hparams_search_composes_with_the_optuna_sweeper(hydra_ctx):
-    cfg = compose(
-        config_name="config",
-        overrides=["experiment=quickstart", "hparams_search=dpo_optuna"],
-        return_hydra_config=True,
-    )
+    cfg = compose(["experiment=quickstart", "hparams_search=dpo_optuna"], hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
     assert set(sweeper.params) == {"objective.beta", "stage.optim.lr"}
@@ -150,17 +133,8 @@ def test_hparams_search_composes_with_the_optuna_sweeper(hydra_ctx):
 def test_eval_split_validation_scores_the_validation_split(tmp_path):
     from arc_lab.data.loaders import dataset_fingerprint
     from arc_lab.eval import run_eval
-    from arc_lab.models import load_model
 
-    tiny = dict(
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    model, tok = load_model(source="random", tiny=tiny, seed=0)
+    model, tok = load_tiny("tiny_llama", **ONE_LAYER)
     kw = dict(tasks=["builtin"], num_fewshot=0, batch_size=8, progress=False)
     val = run_eval("ours", model, tok, split="validation", **kw)["builtin"]
     test = run_eval("ours", model, tok, **kw)["builtin"]

@@ -6,30 +6,23 @@ Options are found by listing ``conf/<group>/*.yaml``, so a new preset is covered
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import CONF, compose, hydra_conf
 from omegaconf import OmegaConf
 
-from arc_lab.config import RunConfig, register_configs
+from arc_lab.config import RunConfig
 from arc_lab.objectives import OBJECTIVES
 from arc_lab.stage_kinds import STAGE_KINDS, stage_for_input
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONF / group).glob("*.yaml"))]
-
-register_configs()
 
 
 @pytest.fixture(scope="module")
 def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    """One Hydra context for the module's many compositions."""
+    with hydra_conf():
         yield
-    GlobalHydra.instance().clear()
 
 
 def validate(overrides: list[str]) -> RunConfig:
@@ -37,7 +30,7 @@ def validate(overrides: list[str]) -> RunConfig:
     the stage.init presets of a chain)."""
     from arc_lab.plan import plan_chain
 
-    return plan_chain(compose(config_name="config", overrides=overrides))[-1]
+    return plan_chain(compose(overrides))[-1]
 
 
 def objective_for(stage_name: str) -> str:
@@ -58,7 +51,7 @@ def test_option_composes_and_validates(hydra_ctx, group, option):
         run = validate([f"stage={stage_for_input(OBJECTIVES[name].input_kind.value)}", f"objective={option}"])
         assert run.objective["name"] == name
     elif group == "stage":  # with an objective that fits it (the default, dpo, fits dpo and eval stages)
-        stage_name = compose(config_name="config", overrides=[f"stage={option}"]).stage.name
+        stage_name = compose([f"stage={option}"]).stage.name
         extra = [f"objective={objective_for(stage_name)}"] if STAGE_KINDS[stage_name].trains else []
         validate([f"stage={option}", *extra])
     else:  # experiment, chain and hparams_search presets validate as composed

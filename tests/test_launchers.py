@@ -9,30 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import REPO, compose
 from omegaconf import OmegaConf
-
-from arc_lab.config import register_configs
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-register_configs()
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
 
 
-@pytest.fixture()
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
-
-
 def launcher(overrides: list[str]):
-    cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    cfg = compose(overrides, hydra_config=True)
     return cfg, cfg.hydra.launcher
 
 

@@ -5,18 +5,12 @@ explicit precision it resolves to share a cache entry, and explicit fp32 hashes 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import run_config
 
 from arc_lab import build, precision
-from arc_lab.config import register_configs, to_run_config
 from arc_lab.plan import root_ref, stage_hash
-
-REPO = Path(__file__).resolve().parents[1]
-register_configs()
 
 
 @pytest.fixture()
@@ -31,14 +25,6 @@ def device(monkeypatch):
     return set_native
 
 
-def _run(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    GlobalHydra.instance().clear()
-    return to_run_config(cfg)
-
-
 def _hash(run) -> str:
     return stage_hash(run, root_ref(run).key, build.stage_inputs(run))
 
@@ -47,19 +33,21 @@ def _hash(run) -> str:
 def test_auto_resolves_to_the_native_precision_and_shares_its_hash(device, caplog, native, expected):
     device(native)
     with caplog.at_level(logging.INFO, logger="arc_lab.precision"):
-        auto = _run("stage=dpo", "model=tiny_llama")
+        auto = run_config(["stage=dpo", "model=tiny_llama"])
     assert auto.stage.optim.precision == expected
     assert [r.message for r in caplog.records if "precision=auto" in r.message] == [
         f"stage.optim.precision=auto -> {expected}: test device {'with avx512_bf16' if native else 'without bf16'}"
     ]
-    assert _hash(auto) == _hash(_run("stage=dpo", "model=tiny_llama", f"stage.optim.precision={expected}"))
+    assert _hash(auto) == _hash(
+        run_config(["stage=dpo", "model=tiny_llama", f"stage.optim.precision={expected}"])
+    )
 
 
 def test_explicit_bf16_on_an_emulating_cpu_warns_once_with_the_cost(device, caplog):
     device(False)
     with caplog.at_level(logging.WARNING, logger="arc_lab.precision"):
         for _ in range(2):
-            run = _run("stage=dpo", "model=tiny_llama", "stage.optim.precision=bf16")
+            run = run_config(["stage=dpo", "model=tiny_llama", "stage.optim.precision=bf16"])
     assert run.stage.optim.precision == "bf16"  # what was asked for is kept
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert (
@@ -72,9 +60,9 @@ def test_explicit_bf16_on_an_emulating_cpu_warns_once_with_the_cost(device, capl
 def test_explicit_fp32_presets_keep_fp32_and_bf16_native_does_not_warn(device, caplog):
     device(True)
     with caplog.at_level(logging.WARNING, logger="arc_lab.precision"):
-        assert _run("stage=dpo_cpu").stage.optim.precision == "fp32"
+        assert run_config(["stage=dpo_cpu"]).stage.optim.precision == "fp32"
         assert (
-            _run("stage=dpo", "model=tiny_llama", "stage.optim.precision=bf16").stage.optim.precision
+            run_config(["stage=dpo", "model=tiny_llama", "stage.optim.precision=bf16"]).stage.optim.precision
             == "bf16"
         )
     assert not caplog.records
@@ -91,4 +79,4 @@ def test_a_bad_precision_is_one_config_error():
     from arc_lab.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"stage.optim.precision.*fp16.*auto"):
-        _run("stage=dpo", "stage.optim.precision=fp16")
+        run_config(["stage=dpo", "stage.optim.precision=fp16"])

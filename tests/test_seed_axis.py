@@ -4,30 +4,17 @@ evaluation key does not depend on the seed (the base model is scored once across
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose
 
 from arc_lab import build
-from arc_lab.config import register_configs
 from arc_lab.plan import ModelRef, plan_chain, root_ref, stage_hash
 
-REPO = Path(__file__).resolve().parents[1]
-register_configs()
-
-
-@pytest.fixture(autouse=True)
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_ctx")
 
 
 def _plan(*overrides: str):
-    return plan_chain(compose(config_name="config", overrides=["experiment=quickstart_controls", *overrides]))
+    return plan_chain(compose(["experiment=quickstart_controls", *overrides]))
 
 
 def _hashes(plan) -> list[str]:
@@ -70,7 +57,7 @@ def test_the_eval_key_does_not_depend_on_the_seed():
 
 
 def test_quickstart_seeds_sweeps_three_seeds_over_six_rows():
-    cfg = compose(config_name="config", overrides=["experiment=quickstart_seeds"], return_hydra_config=True)
+    cfg = compose(["experiment=quickstart_seeds"], hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert params.seed == "0,1,2"
     assert params.chain.split(",") == [

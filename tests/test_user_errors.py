@@ -14,28 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose, load_tiny
 
-from arc_lab.config import ConfigError, register_configs
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-register_configs()
-
-
-@pytest.fixture()
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+from arc_lab.config import ConfigError
 
 
 def validate(overrides: list[str]):
     """What ``python -m arc_lab`` does before any work: compose, validate, plan the chain."""
     from arc_lab.plan import plan_chain
 
-    cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose(overrides)
     plan = plan_chain(cfg)
     return cfg, plan[-1], plan
 
@@ -172,10 +160,12 @@ def test_model_path_switches_to_that_checkpoint(hydra_ctx, tmp_path):
     """``model.path=<dir>`` on a preset of another source loads <dir> (source becomes pretrained, which
     config.yaml then records), not the preset's weights."""
     from arc_lab.build import load_model as load_for_run
-    from arc_lab.models import load_model, model_fingerprint
+    from arc_lab.models import model_fingerprint
     from arc_lab.plan import root_ref
 
-    tiny = dict(
+    saved, tok = load_tiny(  # another network than model=tiny_llama's, in every size
+        "tiny_llama",
+        seed=5,
         hidden_size=16,
         num_layers=1,
         num_heads=2,
@@ -183,7 +173,6 @@ def test_model_path_switches_to_that_checkpoint(hydra_ctx, tmp_path):
         intermediate_size=32,
         max_position_embeddings=256,
     )
-    saved, tok = load_model(source="random", tiny=tiny, seed=5)
     saved.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     _, base_run, _ = validate(["stage=eval", "model=tiny_llama"])
@@ -363,23 +352,14 @@ def test_training_data_with_no_usable_pair_is_one_data_error(tmp_path):
     for name, split in (("arc_easy", "train"), ("arc_challenge", "test")):
         (tmp_path / name).mkdir()
         (tmp_path / name / f"{split}.jsonl").write_text(json.dumps({**row, "id": f"{name}1"}) + "\n")
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(
-        config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"
-    ):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                "stage=dpo_cpu",
-                f"data.data_dir={tmp_path}",
-                "data.train_sources=[arc_easy]",
-                "data.decontaminate=off",
-            ],
-        )
-    GlobalHydra.instance().clear()
+    cfg = compose(
+        [
+            "stage=dpo_cpu",
+            f"data.data_dir={tmp_path}",
+            "data.train_sources=[arc_easy]",
+            "data.decontaminate=off",
+        ]
+    )
     with pytest.raises(
         DataError,
         match=r"1 training question\(s\) give no pair example for objective 'dpo' \(every distractor",
