@@ -13,19 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from test_pipeline import CHAIN, CONF, run_app
+from test_pipeline import CHAIN, run_app
 
 from arc_lab.manifest import check_manifest
-
-
-@pytest.fixture
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 def _row(i: int, key: str = "A") -> dict:

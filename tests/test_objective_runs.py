@@ -9,15 +9,10 @@ import math
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose, hydra_conf
 
-from arc_lab.config import register_configs
 from arc_lab.objectives import OBJECTIVES
 from arc_lab.stage_kinds import stage_for_input
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-register_configs()
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +39,8 @@ def test_objective_runs_through_the_app(root, name):
         "eval.before=false",
         f"output_root={root}",
     ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-        run_pipeline(plan_chain(cfg), root / "runs" / name)
-    GlobalHydra.instance().clear()
+    with hydra_conf():
+        run_pipeline(plan_chain(compose(overrides)), root / "runs" / name)
     chain = json.loads((root / "runs" / name / "chain.json").read_text())
     (stage_entry,) = [c for c in chain if c["kind"] == "stage"]
     curve = [

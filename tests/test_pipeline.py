@@ -19,14 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from arc_lab.config import register_configs
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-register_configs()
+from helpers import REPO, compose, hydra_conf
 
 #: tiny model, 8 questions per source (24 DPO pairs), 4 eval docs
 COMMON = ["model=tiny_llama", "eval.limit=4", "data.max_items_per_source=8"]
@@ -69,7 +62,7 @@ def run_app(root: Path, name: str, *overrides: str) -> Run:
     from arc_lab.pipeline import run_pipeline
     from arc_lab.plan import plan_chain
 
-    cfg = compose(config_name="config", overrides=[*COMMON, *overrides, f"output_root={root}"])
+    cfg = compose([*COMMON, *overrides, f"output_root={root}"])
     plan = plan_chain(cfg)
     run_dir = root / "runs" / name
     handler, lg = _Collect(), logging.getLogger("arc_lab")
@@ -99,10 +92,9 @@ def eval_dirs(root: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    """One Hydra context for the module-scoped baseline run and the reruns."""
+    with hydra_conf():
         yield
-    GlobalHydra.instance().clear()
 
 
 @pytest.fixture(scope="module")
