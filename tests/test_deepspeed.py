@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_tiny
 from numerics import ADAM_RMS_TOL, adam_rms, check_losses  # tests/numerics.py: why these bounds
 
 from arc_lab.train.deepspeed_engine import (
@@ -223,18 +224,16 @@ def test_zero2_a_signal_to_one_rank_stops_both_at_one_checkpoint(tmp_path):
 def _tiny_lora_model():
     import torch
 
-    from arc_lab.models import load_model
     from arc_lab.train.lora import add_lora
 
-    tiny = {
-        "hidden_size": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "num_kv_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-    }
-    model, _ = load_model(source="random", arch="llama", tiny=tiny, seed=0)
+    model, _ = load_tiny(
+        "tiny_llama",
+        hidden_size=32,
+        num_heads=2,
+        num_kv_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     return add_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
 
@@ -342,19 +341,17 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2, save_eve
     from arc_lab.config import LoraConfig, OptimConfig
     from arc_lab.data.builders import build_pairs
     from arc_lab.data.builtin import builtin_items
-    from arc_lab.models import load_model
     from arc_lab.objectives.dpo import DPOLoss
     from arc_lab.train.loop import train
 
-    tiny = {
-        "hidden_size": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "num_kv_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 256,
-    }
-    model, tok = load_model(source="random", arch="llama", tiny=tiny, seed=0)
+    model, tok = load_tiny(
+        "tiny_llama",
+        hidden_size=32,
+        num_heads=2,
+        num_kv_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
     # one pair per question: one process batches whole questions (epoch_batches) while data-parallel runs
     # slice randperm(n); with one example per question both give the same global batches
     pairs = build_pairs(builtin_items("train")[:12])[::3]

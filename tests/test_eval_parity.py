@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_tiny
 
 from arc_lab.data.records import MCItem
 from arc_lab.eval import run_eval
@@ -20,14 +21,6 @@ from arc_lab.eval.outputs import read_samples
 
 TOL = 1e-4
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
 pytestmark = pytest.mark.slow
 
 # ------------------------------------------------------------------------------------ fixture data
@@ -133,9 +126,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from arc_lab.models import load_model
-
-    model, tok = load_model(source="random", arch="mistral", tiny=TINY, add_bos=True, seed=0)
+    model, tok = load_tiny("tiny_mistral")
     return model.eval(), tok
 
 
@@ -376,9 +367,7 @@ def test_engine_on_peft_lora_model():
     """The periodic in-training eval sees a PEFT-wrapped model: the cache / logits_to_keep kwargs pass through."""
     from peft import LoraConfig, get_peft_model
 
-    from arc_lab.models import load_model
-
-    base, _ = load_model(source="random", arch="llama", tiny=TINY, add_bos=True, seed=0)
+    base, _ = load_tiny("tiny_mistral", arch="llama")  # the tiny_mistral sizes and BOS on a Llama
     model = get_peft_model(
         base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     ).eval()

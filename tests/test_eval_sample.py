@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from helpers import ONE_LAYER, load_tiny
 
 from arc_lab.data.records import MCItem
 from arc_lab.eval import run_eval
 from arc_lab.eval.tasks import sample_indices
-
-TINY = dict(
-    hidden_size=32,
-    num_layers=1,
-    num_heads=2,
-    num_kv_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=512,
-)
 
 
 def _items(n: int, split: str) -> list[MCItem]:
@@ -48,9 +40,8 @@ def test_sampled_records_match_the_full_records(tmp_path):
     scores the same log-likelihoods up to float32 noise from different batch padding (1e-4 nats on sums
     of a few tokens' log-probs of magnitude ~10: many times float32 epsilon times the terms summed)."""
     from arc_lab.eval.outputs import read_samples
-    from arc_lab.models import load_model
 
-    model, tok = load_model(source="random", arch="llama", tiny=TINY, seed=0)
+    model, tok = load_tiny("tiny_llama", **ONE_LAYER)
     items = {"arc_challenge": (_items(30, "test"), _items(10, "train"))}
     kw = dict(tasks=["arc_challenge"], num_fewshot=3, task_items=items, progress=False)
     run_eval("ours", model, tok, **kw, out_dir=tmp_path / "full")

@@ -8,6 +8,7 @@ import random
 from types import SimpleNamespace
 
 import pytest
+from helpers import ONE_LAYER, load_tiny
 
 from arc_lab.data.records import MCItem
 from arc_lab.eval import flat_metrics, run_eval, score_item
@@ -189,10 +190,8 @@ def test_sample_files_have_one_reader_that_the_report_uses(tmp_path):
 def test_truncated_items_are_counted_in_metrics_and_logged(caplog):
     # a window shorter than some prompts: lm-eval cuts them from the left; arc_lab says how many it cut
     from arc_lab.eval import run_eval
-    from arc_lab.models import load_model
 
-    tiny = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64)
-    model, tok = load_model(source="random", tiny={**tiny, "max_position_embeddings": 512}, seed=0)
+    model, tok = load_tiny("tiny_llama", **ONE_LAYER)
     kw = dict(tasks=["builtin"], num_fewshot=0, batch_size=8, progress=False, limit=8)
     with caplog.at_level("WARNING", logger="arc_lab.eval.runner"):
         cut = run_eval("ours", model, tok, max_length=8, **kw)["builtin"]

@@ -14,46 +14,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose, tiny_model
 
-from arc_lab.config import OptimConfig, register_configs
+from arc_lab.config import OptimConfig
 from arc_lab.data.builtin import builtin_items
 from arc_lab.eval import run_eval
 from arc_lab.eval.metrics import NonFiniteLogLikelihood
-from arc_lab.models import tiny_random_model
 from arc_lab.objectives.clm import CLMLoss
 from arc_lab.runinfo import DiskFull
 from arc_lab.train.checkpoint import list_checkpoints
 from arc_lab.train.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
-register_configs()
-TINY_LLAMA = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=4,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
-
 
 def enospc() -> OSError:
     """A fresh out-of-space error (a shared instance would carry the file name set by an earlier test)."""
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def tiny_llama(tok, seed=0):
-    return tiny_random_model("llama", vocab_size=len(tok), seed=seed, **TINY_LLAMA)
-
-
-@pytest.fixture(scope="module")
-def blocks(smol_tokenizer):
-    from arc_lab.data.builders import pack_blocks
-    from arc_lab.data.builtin import builtin_prose
-
-    return pack_blocks(builtin_prose()[:4], smol_tokenizer, seq_len=32)[:7]
 
 
 def _builtin_task():
@@ -62,7 +37,7 @@ def _builtin_task():
 
 # ------------------------------------------------------------------------------------------- evaluation
 def test_eval_refuses_nan_loglikelihoods_naming_task_item_and_choice(smol_tokenizer, tmp_path):
-    model = tiny_llama(smol_tokenizer)
+    model = tiny_model("tiny_llama", smol_tokenizer)
     with torch.no_grad():
         model.model.norm.weight.fill_(float("nan"))  # every logit NaN: argmax would pick choice 0
     with pytest.raises(NonFiniteLogLikelihood) as err:
@@ -91,7 +66,7 @@ def test_eval_disk_full_names_the_file_and_what_was_kept(smol_tokenizer, tmp_pat
     with pytest.raises(DiskFull) as err:
         run_eval(
             "ours",
-            tiny_llama(smol_tokenizer),
+            tiny_model("tiny_llama", smol_tokenizer),
             smol_tokenizer,
             tasks=["builtin"],
             num_fewshot=0,
@@ -122,7 +97,7 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_bit
 
     def run(out_dir):
         return train(
-            tiny_llama(smol_tokenizer),
+            tiny_model("tiny_llama", smol_tokenizer),
             smol_tokenizer,
             CLMLoss(),
             blocks,
@@ -164,14 +139,6 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_bit
 
 
 # ------------------------------------------------------------------------------------ the stage pipeline
-@pytest.fixture
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
-
-
 SFT_1STEP = [
     "model=tiny_llama",
     "stage=sft_cpu",
@@ -188,7 +155,7 @@ def run_app(root: Path, *overrides: str) -> Path:
     from arc_lab.pipeline import run_pipeline
     from arc_lab.plan import plan_chain
 
-    cfg = compose(config_name="config", overrides=[*SFT_1STEP, *overrides, f"output_root={root}"])
+    cfg = compose([*SFT_1STEP, *overrides, f"output_root={root}"])
     run_pipeline(plan_chain(cfg), root / "run")
     (stage,) = (root / "stages").iterdir()
     return stage
@@ -317,7 +284,7 @@ def test_merge_refuses_weights_that_overflow_its_dtype(smol_tokenizer, tmp_path)
     from arc_lab.train.health import TrainingDiverged
     from arc_lab.train.merge import merge
 
-    model = tiny_llama(smol_tokenizer)
+    model = tiny_model("tiny_llama", smol_tokenizer)
     with torch.no_grad():
         model.model.layers[0].mlp.down_proj.weight[0, 0] = 1e6  # finite in float32; float16 tops out at 65504
     with pytest.raises(
@@ -336,7 +303,7 @@ def test_a_merge_killed_midway_leaves_nothing_after_the_next_merge(smol_tokenize
     other = tmp_path / ".tmp-checkpoint-x"  # not a merge's: left alone
     other.mkdir()
     with caplog.at_level("INFO", logger="arc_lab.train.merge"):
-        merge(tiny_llama(smol_tokenizer), smol_tokenizer, tmp_path / "model")
+        merge(tiny_model("tiny_llama", smol_tokenizer), smol_tokenizer, tmp_path / "model")
     assert not stale.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-checkpoint-x", "model"]
     assert any(

