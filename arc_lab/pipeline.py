@@ -119,6 +119,7 @@ def _train_entry(
 ) -> None:
     """Train (or rebuild) the stage entry ``stage_dir``, then write its manifest and ``DONE``."""
     from arc_lab.stage import PrefixLogger, train_stage
+    from arc_lab.train.args import Runtime
 
     # A finished entry damaged since (its checkpoints are gone: it trains from the start). Nothing is
     # deleted first: model/, train.json, the manifest and DONE are replaced as training finishes, and until
@@ -155,9 +156,11 @@ def _train_entry(
         build.stage_args(run),
         stage_dir=stage_dir,
         label=label,
-        stepper_factory=build.stepper_factory(run),
-        logger=PrefixLogger(cell_logger, f"{label}/", offset) if cell_logger else None,
-        eval_fn=build.periodic_eval_fn(run, tok),
+        runtime=Runtime(
+            stepper_factory=build.stepper_factory(run),
+            logger=PrefixLogger(cell_logger, f"{label}/", offset) if cell_logger else None,
+            eval_fn=build.periodic_eval_fn(run, tok),
+        ),
     )
     now = build.stage_inputs(run)
     if now != inputs:

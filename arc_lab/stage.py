@@ -2,20 +2,20 @@
 
 Called by :mod:`arc_lab.pipeline` for a stage-cache miss (or an unfinished stage, which the loop resumes
 from ``<stage_dir>/train/checkpoints``), with objects :mod:`arc_lab.build` made from the run config. It
-takes flat, typed arguments and never reads a config; nothing here branches on an objective's name.
+takes typed arguments (:mod:`arc_lab.train.args`) and never reads a config; nothing here branches on an objective's name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from arc_lab import dist
 from arc_lab.runinfo import disk_full_guard, write_json
-from arc_lab.train.args import StageArgs
+from arc_lab.train.args import Runtime, StageArgs
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ def train_stage(
     *,
     stage_dir: Path,
     label: str,
-    stepper_factory: Callable[..., Any] | None = None,
-    logger=None,
-    eval_fn: Callable[[Any, int], dict[str, float]] | None = None,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` with ``objective`` on ``examples`` into ``stage_dir``, merge and save.
 
@@ -77,31 +75,20 @@ def train_stage(
         label: the chain label (``cpt→dpo``), for logs and the summary.
         args: the stage's settings (:class:`arc_lab.train.args.StageArgs`: optimiser, LoRA, seq_len, EOS,
             reference mode, merge dtype, evaluation cadence; see :func:`arc_lab.train.loop.train`).
-        stepper_factory: plain torch (None) or DeepSpeed (:func:`arc_lab.build.stepper_factory`).
-        logger: the run's logger, already prefixed for this stage (:class:`PrefixLogger`), or None.
-        eval_fn: evaluation every ``args.eval_every`` optimizer steps (0 = never).
+        runtime: :class:`arc_lab.train.args.Runtime`: the stepper factory (None: plain torch; DeepSpeed:
+            :func:`arc_lab.build.stepper_factory`), the run's logger, already prefixed for this stage
+            (:class:`PrefixLogger`; the stage's own ``metrics.jsonl`` is added here), the evaluation every
+            ``args.eval_every`` optimizer steps.
     """
     from arc_lab.train.loggers import JsonlLogger, NullLogger
     from arc_lab.train.loop import train
     from arc_lab.train.merge import merge
-    from arc_lab.train.stepper import torch_stepper
 
+    runtime = runtime or Runtime()
     local = JsonlLogger(stage_dir) if dist.is_main_process() else NullLogger()
+    with_local = dataclasses.replace(runtime, logger=FanOut(local, runtime.logger))
     result = train(
-        model,
-        tokenizer,
-        objective,
-        examples,
-        optim=args.optim,
-        out_dir=stage_dir / "train",
-        seq_len=args.seq_len,
-        lora=args.lora,
-        append_eos=args.append_eos,
-        precompute_reference=args.precompute_reference,
-        logger=FanOut(local, logger),
-        eval_fn=eval_fn,
-        eval_every=args.eval_every,
-        stepper_factory=stepper_factory or torch_stepper,
+        model, tokenizer, objective, examples, args, out_dir=stage_dir / "train", runtime=with_local
     )
     local.finish()
     if not dist.is_main_process():  # ranks of a DeepSpeed/torchrun run: rank 0 merges and saves

@@ -53,11 +53,11 @@ from pathlib import Path
 
 import torch
 
-from arc_lab.config import PROJECTIONS, LoraConfig, OptimConfig
 from arc_lab.data.builders import PreferencePair
 from arc_lab.models import load_model
 from arc_lab.objectives.base import InputKind
 from arc_lab.objectives.dpo import DPOLoss
+from arc_lab.train.args import PROJECTIONS, LoraConfig, OptimConfig, Runtime, StageArgs
 
 MODELS = {
     "smollm2": {
@@ -195,15 +195,11 @@ def run_ours(
             tok,
             DPOLoss(beta=BETA),
             pairs,
-            optim=optim,
+            StageArgs(
+                optim=optim, lora=lora, seq_len=seq_len, append_eos=True, precompute_reference=precompute
+            ),
             out_dir=Path(tmp) / "run",
-            seq_len=seq_len,
-            lora=lora,
-            append_eos=True,
-            precompute_reference=precompute,
-            cache_dir=Path(tmp) / "cache",
-            logger=clock,
-            progress=False,
+            runtime=Runtime(cache_dir=Path(tmp) / "cache", logger=clock, progress=False),
         )
     intervals = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
     ds = tokenize_examples(tok, pairs, InputKind.PAIR, seq_len=seq_len, append_eos=True)

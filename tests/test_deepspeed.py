@@ -342,6 +342,7 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2, save_eve
     from arc_lab.data.builders import build_pairs
     from arc_lab.data.builtin import builtin_items
     from arc_lab.objectives.dpo import DPOLoss
+    from arc_lab.train.args import Runtime, StageArgs
     from arc_lab.train.loop import train
 
     model, tok = load_tiny(
@@ -372,15 +373,9 @@ def _loop_run(out_dir: Path, factory, cache: Path, batch_size: int = 2, save_eve
         tok,
         DPOLoss(beta=0.1),
         pairs,
-        optim=optim,
+        StageArgs(optim=optim, lora=lora, seq_len=128, precompute_reference=True),
         out_dir=out_dir,
-        seq_len=128,
-        lora=lora,
-        precompute_reference=True,
-        cache_dir=cache,
-        stepper_factory=factory,
-        progress=False,
-        logger=logger,
+        runtime=Runtime(logger=logger, stepper_factory=factory, cache_dir=cache, progress=False),
     )
 
 

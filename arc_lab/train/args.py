@@ -1,4 +1,6 @@
-"""The training settings as plain dataclasses: optimiser and LoRA (no Hydra, no OmegaConf, no torch).
+"""The training settings as plain dataclasses (no Hydra, no OmegaConf, no torch), as litgpt's ``args.py``:
+optimiser and LoRA (:class:`OptimConfig`, :class:`LoraConfig`), a stage's settings (:class:`StageArgs`)
+and what the run lends the loop (:class:`Runtime`).
 
 The training code (:mod:`arc_lab.train.loop`, :mod:`arc_lab.train.setup`, :mod:`arc_lab.train.lora`,
 :mod:`arc_lab.stage`) imports them from here, so importing the training loop does not import Hydra.
@@ -9,7 +11,10 @@ not redefine them); :mod:`arc_lab.build` hands them to the stage. Field comments
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from arc_lab.checks import ConfigError, _check_choice, _check_float, _check_int
 
@@ -112,7 +117,7 @@ class StageArgs:
     #: optimiser, schedule, batch, precision, seed, checkpoint cadence
     optim: OptimConfig
     #: a fresh adapter, or None / ``enabled=False`` for a full fine-tune
-    lora: LoraConfig | None
+    lora: LoraConfig | None = None
     #: max tokens of prompt + answer (block length for packed CPT)
     seq_len: int
     #: append EOS to every answer (the harness never scores it)
@@ -123,3 +128,24 @@ class StageArgs:
     merge_dtype: str = "float32"
     #: evaluation every N optimizer steps during training (0 = never; the cached end-of-stage one is separate)
     eval_every: int = 0
+
+
+@dataclass(kw_only=True)
+class Runtime:
+    """What the run around a stage lends the loop: where metrics go, the mid-training evaluation, how the
+    model is stepped, where caches live, how many checkpoints are kept, whether bars show. None of it changes
+    the trained weights (none of it is in a stage hash)."""
+
+    #: any object with ``log(metrics: dict, step: int)``; None = :class:`arc_lab.train.loggers.NullLogger`
+    logger: Any = None
+    #: ``eval_fn(model, step) -> dict`` every ``StageArgs.eval_every`` optimizer steps and after the last
+    eval_fn: Callable[[Any, int], dict] | None = None
+    #: builds the stepper (:func:`arc_lab.train.stepper.torch_stepper`'s signature; DeepSpeed plugs in
+    #: here); None = plain torch
+    stepper_factory: Callable[..., Any] | None = None
+    #: cache root of the reference log-probs (None = :func:`arc_lab.models.cache_root`)
+    cache_dir: str | Path | None = None
+    #: newest training checkpoints kept
+    keep_checkpoints: int = 2
+    #: tqdm bars
+    progress: bool = True

@@ -2,12 +2,9 @@
 
 Public API::
 
-    train(model, tokenizer, objective, examples, *, optim: OptimConfig, out_dir, seq_len,
-          lora: LoraConfig | None = None, append_eos=False, precompute_reference=True, cache_dir=None,
-          logger=None, eval_fn=None, eval_every=0, keep_checkpoints=2, stepper_factory=torch_stepper,
-          progress=True) -> TrainResult
-    run_loop(setup: TrainSetup, objective, *, out_dir, logger=None, eval_fn=None, eval_every=0,
-             keep_checkpoints=2, progress=True) -> TrainResult
+    train(model, tokenizer, objective, examples, args: StageArgs, *, out_dir, runtime: Runtime = None)
+        -> TrainResult
+    run_loop(setup: TrainSetup, objective, *, out_dir, eval_every=0, runtime: Runtime = None) -> TrainResult
     TrainResult, TrainingDiverged, NullLogger
 
 ``train`` = :func:`arc_lab.train.setup.prepare` (data, LoRA / full fine-tune, reference, stepper) +
@@ -53,7 +50,7 @@ from tqdm.auto import tqdm
 
 from arc_lab.objectives.base import Objective
 from arc_lab.runinfo import disk_full_guard
-from arc_lab.train.args import LoraConfig, OptimConfig
+from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.batching import TokenizedDataset, collate, epoch_batches
 from arc_lab.train.checkpoint import (
     LoopState,
@@ -69,7 +66,7 @@ from arc_lab.train.lora import reference_mode
 from arc_lab.train.mismatched import mismatched_logps
 from arc_lab.train.preempt import Preempted, PreemptionGuard
 from arc_lab.train.setup import TrainSetup, prepare
-from arc_lab.train.stepper import Stepper, torch_stepper
+from arc_lab.train.stepper import Stepper
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +216,16 @@ def run_loop(
     objective: Objective,
     *,
     out_dir: str | Path,
-    logger: Any = None,
-    eval_fn: Callable[[nn.Module, int], dict] | None = None,
     eval_every: int = 0,
-    keep_checkpoints: int = 2,
-    progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> TrainResult:
-    """The step loop over a prepared :class:`TrainSetup`; resumes from ``out_dir``'s newest checkpoint."""
-    out_dir, logger, optim = Path(out_dir), logger or NullLogger(), setup.optim
+    """The step loop over a prepared :class:`TrainSetup`; resumes from ``out_dir``'s newest checkpoint.
+
+    ``runtime`` lends the logger, ``eval_fn`` (called every ``eval_every`` steps and at the end), the
+    checkpoints kept and the bar (:class:`~arc_lab.train.args.Runtime`)."""
+    runtime = runtime or Runtime()
+    out_dir, logger, optim = Path(out_dir), runtime.logger or NullLogger(), setup.optim
+    eval_fn, keep_checkpoints, progress = runtime.eval_fn, runtime.keep_checkpoints, runtime.progress
     stepper: Stepper = setup.stepper
     state, resumed_from = LoopState(signature=setup.signature), None
     if (last := resume_checkpoint(out_dir)) is not None:
@@ -363,20 +362,10 @@ def train(
     tokenizer,
     objective: Objective,
     examples,
+    args: StageArgs,
     *,
-    optim: OptimConfig,
     out_dir: str | Path,
-    seq_len: int,
-    lora: LoraConfig | None = None,
-    append_eos: bool = False,
-    precompute_reference: bool = True,
-    cache_dir: str | Path | None = None,
-    logger: Any = None,
-    eval_fn: Callable[[nn.Module, int], dict] | None = None,
-    eval_every: int = 0,
-    keep_checkpoints: int = 2,
-    stepper_factory: Callable[..., Stepper] = torch_stepper,
-    progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``objective`` on ``examples``; resume from ``out_dir`` if it holds a checkpoint.
 
@@ -387,44 +376,19 @@ def train(
             ``input_kind`` and ``needs_reference``.
         examples: PACKED blocks (N, seq_len), or SFT examples / preference pairs / lists
             (see :func:`arc_lab.train.batching.tokenize_examples`).
-        optim: :class:`~arc_lab.config.OptimConfig`.
+        args: :class:`~arc_lab.train.args.StageArgs`: ``optim``, ``lora`` (None or ``enabled=False`` = full
+            fine-tune), ``seq_len`` (max tokens of prompt + answer), ``append_eos`` (off by default: the
+            harness never scores it), ``precompute_reference`` (cache the reference log-probs instead of an
+            adapter-off forward per step), ``eval_every`` (0 = only at the end); ``merge_dtype`` is the
+            stage's, not read here.
         out_dir: where checkpoints go (``out_dir/checkpoints/step-*``).
-        seq_len: max tokens of prompt + answer.
-        lora: :class:`~arc_lab.config.LoraConfig`; None or ``enabled=False`` = full fine-tune.
-        append_eos: append EOS to every answer (off by default: the harness never scores it).
-        precompute_reference: cache the reference log-probs instead of an adapter-off forward per step.
-        cache_dir: cache root for reference log-probs (default ``$ARC_LAB_CACHE``).
-        logger: any object with ``log(metrics: dict, step: int)``.
-        eval_fn: ``eval_fn(model, step) -> dict`` called every ``eval_every`` steps and at the end.
-        eval_every: 0 = only at the end.
-        keep_checkpoints: newest checkpoints to keep.
-        stepper_factory: builds the :class:`~arc_lab.train.stepper.Stepper` (DeepSpeed plugs in here).
-        progress: show a tqdm bar.
+        runtime: :class:`~arc_lab.train.args.Runtime`: the logger (any object with
+            ``log(metrics: dict, step: int)``), ``eval_fn(model, step) -> dict``, the stepper factory
+            (DeepSpeed plugs in here), the reference cache root, checkpoints kept, the bar.
 
     Raises:
         TrainingDiverged: non-finite loss or grad norm (last good checkpoint kept).
         ValueError: bad data, or ``out_dir`` holds a checkpoint of a different run.
     """
-    setup = prepare(
-        model,
-        tokenizer,
-        objective,
-        examples,
-        optim=optim,
-        seq_len=seq_len,
-        lora=lora,
-        append_eos=append_eos,
-        precompute_reference=precompute_reference,
-        cache_dir=cache_dir,
-        stepper_factory=stepper_factory,
-    )
-    return run_loop(
-        setup,
-        objective,
-        out_dir=out_dir,
-        logger=logger,
-        eval_fn=eval_fn,
-        eval_every=eval_every,
-        keep_checkpoints=keep_checkpoints,
-        progress=progress,
-    )
+    setup = prepare(model, tokenizer, objective, examples, args, runtime)
+    return run_loop(setup, objective, out_dir=out_dir, eval_every=args.eval_every, runtime=runtime)

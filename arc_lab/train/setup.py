@@ -1,6 +1,7 @@
 """Setup of a training run, kept apart from the step loop: data, trainable model, reference, stepper.
 
-:func:`prepare` turns (model, tokenizer, objective, examples, configs) into a :class:`TrainSetup`:
+:func:`prepare` turns (model, tokenizer, objective, examples, :class:`~arc_lab.train.args.StageArgs`,
+:class:`~arc_lab.train.args.Runtime`) into a :class:`TrainSetup`:
 
 1. seed python / numpy / torch with ``optim.seed``;
 2. tokenise the examples once for ``objective.input_kind`` (:mod:`arc_lab.train.batching`);
@@ -21,7 +22,6 @@ import dataclasses
 import logging
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,7 +34,7 @@ from torch import nn
 from arc_lab import dist
 from arc_lab.models import cache_root, model_fingerprint
 from arc_lab.objectives.base import InputKind, Objective
-from arc_lab.train.args import LoraConfig, OptimConfig
+from arc_lab.train.args import OptimConfig, Runtime, StageArgs
 from arc_lab.train.batching import TokenizedDataset, tokenize_examples
 from arc_lab.train.forward import use_prefix_sharing
 from arc_lab.train.lora import prepare_trainable
@@ -145,14 +145,8 @@ def prepare(
     tokenizer,
     objective: Objective,
     examples,
-    *,
-    optim: OptimConfig,
-    seq_len: int,
-    lora: LoraConfig | None = None,
-    append_eos: bool = False,
-    precompute_reference: bool = True,
-    cache_dir: str | Path | None = None,
-    stepper_factory: Callable[..., Stepper] = torch_stepper,
+    args: StageArgs,
+    runtime: Runtime | None = None,
 ) -> TrainSetup:
     """Build everything the step loop needs (see the module docstring for the order).
 
@@ -161,22 +155,24 @@ def prepare(
         tokenizer: its tokenizer (``pad_token_id`` set, as :func:`arc_lab.models.load_model` does).
         objective: the loss; its ``input_kind`` and ``needs_reference`` decide data and reference.
         examples: see :func:`arc_lab.train.batching.tokenize_examples`.
-        optim: optimisation settings.
-        seq_len: max tokens of prompt + answer (block length for PACKED).
-        lora: adapter settings; None or ``enabled=False`` for full fine-tuning.
-        append_eos: append EOS to every answer.
-        precompute_reference: precompute (and cache) the reference instead of an adapter-off forward
-            every step; ignored (always precomputed) for full fine-tuning.
-        cache_dir: cache root (default :func:`arc_lab.models.cache_root`).
-        stepper_factory: builds the stepper (signature of :func:`arc_lab.train.stepper.torch_stepper`).
+        args: the stage's settings: ``optim``, ``lora`` (None or ``enabled=False``: full fine-tune),
+            ``seq_len`` (max tokens of prompt + answer; block length for PACKED), ``append_eos``,
+            ``precompute_reference`` (precompute and cache the reference instead of an adapter-off forward
+            every step; always precomputed for full fine-tuning).
+        runtime: ``stepper_factory`` (None: plain torch) and ``cache_dir`` (None:
+            :func:`arc_lab.models.cache_root`) are read here.
     """
+    runtime = runtime or Runtime()
+    optim, lora, seq_len = args.optim, args.lora, args.seq_len
+    stepper_factory = runtime.stepper_factory or torch_stepper
+    cache_dir = runtime.cache_dir
     if optim.precision == "auto":  # a run resolves it while validating; an OptimConfig used directly, here
         from arc_lab.precision import resolve_precision
 
         optim = dataclasses.replace(optim, precision=resolve_precision(optim.precision))
     seed_everything(optim.seed_value)
     dataset = tokenize_examples(
-        tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=append_eos
+        tokenizer, examples, objective.input_kind, seq_len=seq_len, append_eos=args.append_eos
     )
     lora_on = lora is not None and lora.enabled
     shared = dataset.kind is not InputKind.PACKED and use_prefix_sharing(
@@ -188,7 +184,7 @@ def prepare(
         tokenizer,
         objective,
         lora_on=lora_on,
-        precompute=precompute_reference,
+        precompute=args.precompute_reference,
         cache_dir=Path(cache_dir) if cache_dir else cache_root(),
         optim=optim,
         shared=shared,
