@@ -14,16 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose, run_config
 
-from arc_lab.config import ConfigError, register_configs, to_run_config
+from arc_lab.config import ConfigError
 from arc_lab.data.builders import ContaminationError
 from arc_lab.objectives.base import InputKind
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
-register_configs()
 
 LEAK = {
     "question": "why does a METAL spoon in hot soup feel warm",
@@ -47,20 +45,8 @@ def leaky_data(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture()
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
-
-
 def data_cfg(data_dir: Path, *overrides: str):
-    cfg = compose(
-        config_name="config",
-        overrides=[f"data.data_dir={data_dir}", "data.train_sources=[arc_challenge,sciq]", *overrides],
-    )
-    return to_run_config(cfg)
+    return run_config([f"data.data_dir={data_dir}", "data.train_sources=[arc_challenge,sciq]", *overrides])
 
 
 def build(run):
@@ -70,7 +56,7 @@ def build(run):
 
 
 def test_default_mode_is_drop(hydra_ctx, leaky_data):
-    assert compose(config_name="config").data.decontaminate == "drop"
+    assert compose().data.decontaminate == "drop"
 
 
 def test_drop_removes_the_offender_and_records_its_id(hydra_ctx, leaky_data):
@@ -173,7 +159,7 @@ def test_an_eval_task_that_asks_for_the_check_must_be_readable(hydra_ctx, leaky_
 )
 def test_bad_or_retired_keys_fail_naming_the_key(hydra_ctx, override, message):
     with pytest.raises(ConfigError) as e:
-        to_run_config(compose(config_name="config", overrides=[override]))
+        run_config([override])
     assert message in str(e.value)
 
 

@@ -15,16 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import ONE_LAYER, compose, load_tiny, run_config
 
-from arc_lab.config import ConfigError, DataConfig, EvalConfig, LoggerConfig, register_configs, to_run_config
+from arc_lab.config import ConfigError, DataConfig, EvalConfig, LoggerConfig
 from arc_lab.data import registry
 from arc_lab.data.records import MCItem
 from arc_lab.data.registry import CPT_SOURCES, DATASETS, DataSet
 
 ROOT = Path(__file__).resolve().parents[1]
-register_configs()
 
 #: Two fake tasks that reuse existing row schemas and prompt styles: one entry each.
 FAKES = (
@@ -37,14 +35,6 @@ FAKES = (
         splits=("train", "test"),
     ),
 )
-
-
-@pytest.fixture()
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 @pytest.fixture()
@@ -91,9 +81,9 @@ def test_validation_reads_the_registry_at_call_time(hydra_ctx, monkeypatch):
     once the entry exists (no list in config.py to keep in step)."""
     overrides = ["eval.tasks=[tiny_qa]", "data.train_sources=[tiny_qa]", "stage=dpo_cpu", "objective=dpo"]
     with pytest.raises(ConfigError, match=r"\[\]='tiny_qa': expected one of \['arc_challenge'"):
-        to_run_config(compose(config_name="config", overrides=overrides))
+        run_config(overrides)
     monkeypatch.setitem(DATASETS, "tiny_qa", FAKES[0])
-    run = to_run_config(compose(config_name="config", overrides=overrides))
+    run = run_config(overrides)
     assert run.eval.tasks == ["tiny_qa"] and run.data.train_sources == ["tiny_qa"]
 
 
@@ -215,17 +205,8 @@ def test_a_new_entry_is_evaluable_by_both_backends_with_lm_evals_own_prompts(fak
     or continuation would change them by O(1)."""
     from arc_lab.eval import run_eval
     from arc_lab.eval.outputs import read_samples
-    from arc_lab.models import load_model
 
-    tiny = dict(
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    model, tok = load_model(source="random", arch="llama", tiny=tiny, seed=0)
+    model, tok = load_tiny("tiny_llama", **ONE_LAYER)
     tasks = {"tiny_qa": 2, "tiny_support": 1}
     out = tmp_path / "eval"
     res = run_eval(
@@ -376,26 +357,20 @@ def test_a_task_with_its_own_schema_passes_the_parity_check_end_to_end(hellaswag
     (its ``process_docs`` included) on the rows the entry writes, scores the validation split, and renders
     exactly our prompts and continuations; acc / acc_norm agree and log-likelihoods agree to 1e-4 (the bound of
     the test above, same reasoning)."""
-    from hydra import compose, initialize_config_dir
-
     from arc_lab.pipeline import run_pipeline
     from arc_lab.plan import plan_chain
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                "model=tiny_llama",
-                "stage=eval",
-                "eval.tasks=[hellaswag_like]",
-                "eval.num_fewshot=1",
-                "eval.backend=both",
-                f"data.data_dir={hellaswag_data}",
-                f"output_root={tmp_path / 'out'}",
-            ],
-        )
-    GlobalHydra.instance().clear()
+    cfg = compose(
+        [
+            "model=tiny_llama",
+            "stage=eval",
+            "eval.tasks=[hellaswag_like]",
+            "eval.num_fewshot=1",
+            "eval.backend=both",
+            f"data.data_dir={hellaswag_data}",
+            f"output_root={tmp_path / 'out'}",
+        ]
+    )
     run_dir = tmp_path / "run"
     run_pipeline(plan_chain(cfg), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
