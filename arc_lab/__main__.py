@@ -36,7 +36,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from arc_lab.data.loaders import DataError, DataSourceError
     from arc_lab.eval.metrics import NonFiniteLogLikelihood
     from arc_lab.models import ModelLoadError
-    from arc_lab.runinfo import DiskFull
+    from arc_lab.run.runinfo import DiskFull
     from arc_lab.train.deepspeed_engine import DeepSpeedConfigError
     from arc_lab.train.health import TrainingDiverged  # names stage.optim.lr and the last good checkpoint
 
@@ -121,8 +121,8 @@ def _one_line_composition_errors() -> None:
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run. Returns the final dev acc_norm (the value Hydra sweepers optimise)."""
     from arc_lab import dist
-    from arc_lab.pipeline import run_pipeline
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.pipeline import run_pipeline
+    from arc_lab.run.plan import plan_chain
     from arc_lab.train.preempt import Preempted
 
     ranks = dist.scheduler_env()

@@ -99,8 +99,8 @@ def gguf_checkpoint(package: str, filename: str) -> Path:
     hash and the model config) always stands for the same weights, and the eval cache cannot hit for a
     changed model. An unwritable ``$ARC_LAB_CACHE`` is one :class:`ModelLoadError` before any work.
     """
-    from arc_lab import manifest
-    from arc_lab.runinfo import write_probe
+    from arc_lab.run import manifest
+    from arc_lab.run.runinfo import write_probe
 
     gguf = find_gguf(package, filename)
     out = cache_root() / "models" / f"{Path(filename).stem}-{_file_sha(gguf)}"

@@ -39,10 +39,10 @@ def _cells(experiment: str) -> list[list[str]]:
 def keys(extra: list[str]) -> dict[str, object]:
     from hydra import compose, initialize_config_dir
 
-    from arc_lab import build
     from arc_lab.config import register_configs
-    from arc_lab.plan import ModelRef, plan_chain, root_ref, stage_hash, stage_label
-    from arc_lab.runinfo import config_hash
+    from arc_lab.run import build
+    from arc_lab.run.plan import ModelRef, plan_chain, root_ref, stage_hash, stage_label
+    from arc_lab.run.runinfo import config_hash
     from arc_lab.stage_kinds import STAGE_KINDS
 
     register_configs()

@@ -19,7 +19,7 @@ BLOCK = re.compile(r"(<!-- table: (?P<cmd>[^\n]*?) -->\n)(?P<body>.*?)(\n<!-- /t
 
 
 def render(cmd: str) -> str:
-    from arc_lab import report
+    from arc_lab.analysis import report
 
     argv = shlex.split(cmd)
     if argv[:3] != ["python", "-m", "arc_lab.report"] or "--seed-table" not in argv:

@@ -45,7 +45,7 @@ def test_preset_sweeps_six_rows_and_two_evaluations(hydra_ctx):
     "evaluation,shots,sample", [("arc_real_25shot", 25, 300), ("arc_real_0shot", 0, None)]
 )
 def test_every_row_composes_with_the_stated_data_and_eval(hydra_ctx, evaluation, shots, sample):
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.plan import plan_chain
 
     for row in ROWS:
         cfg = _cfg(f"chain={row}", f"eval={evaluation}")
@@ -64,8 +64,8 @@ def test_every_row_composes_with_the_stated_data_and_eval(hydra_ctx, evaluation,
 def test_cpt_is_trained_once_for_the_rows_that_build_on_it(hydra_ctx, shared_data_dir):
     """The CPT row's stage and the init of CPT→DPO / CPT→SimPO have the same stage hash (one CPT); the
     hash covers the content of the data read, so it needs the data."""
-    from arc_lab.build import stage_inputs
-    from arc_lab.plan import plan_chain, root_ref, stage_hash
+    from arc_lab.run.build import stage_inputs
+    from arc_lab.run.plan import plan_chain, root_ref, stage_hash
 
     def key(c):
         return stage_hash(c, root_ref(c).key, stage_inputs(c))
@@ -109,7 +109,7 @@ def run_smoke(data_dir: Path, tmp_path: Path) -> Path:
             [
                 sys.executable,
                 "-m",
-                "arc_lab.report",
+                "arc_lab.analysis.report",
                 str(sweep / "25shot"),
                 "--task",
                 "arc_challenge",

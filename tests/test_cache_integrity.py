@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_pipeline import CHAIN, run_app
 
-from arc_lab.manifest import check_manifest
+from arc_lab.run.manifest import check_manifest
 
 
 def _row(i: int, key: str = "A") -> dict:
@@ -178,7 +178,7 @@ def test_damaged_stage_and_eval_entries_are_rebuilt(hydra_ctx, tmp_path):
 def test_data_that_changes_while_a_stage_trains_does_not_finish_the_entry(hydra_ctx, tmp_path, data_dir):
     """The key is taken before training reads the data; if the content differs afterwards, the entry would
     be keyed on data it was not trained on: it is left unfinished (no DONE) and the run fails naming it."""
-    from arc_lab import stage
+    from arc_lab.run import stage
 
     train_file = data_dir / "arc_easy" / "train.jsonl"
     real = stage.train_stage

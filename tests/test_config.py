@@ -26,7 +26,7 @@ def run_config(overrides: list[str]):
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_and_chain_composes(hydra_ctx, experiment):
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.plan import plan_chain
 
     cfg = compose([f"experiment={experiment}"], hydra_config=True)
     sweep = cfg.hydra.sweeper.get("params") or {}
@@ -41,7 +41,7 @@ def test_every_experiment_and_chain_composes(hydra_ctx, experiment):
 
 
 def test_quickstart_chain_is_cpt_then_dpo(hydra_ctx):
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.plan import plan_chain
 
     cfg, _ = run_config(["experiment=quickstart"])
     plan = plan_chain(cfg)
@@ -50,7 +50,7 @@ def test_quickstart_chain_is_cpt_then_dpo(hydra_ctx):
 
 
 def test_seed_repro_has_the_recipe_settings(hydra_ctx):
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.plan import plan_chain
 
     cfg, run = run_config(["experiment=seed_repro", "chain=recipe_cpt_dpo"])
     cpt, dpo = plan_chain(cfg)
@@ -87,7 +87,7 @@ def test_simpo_presets_state_gamma_beta_ratio(hydra_ctx):
     ],
 )
 def test_bad_overrides_fail_with_the_key(hydra_ctx, overrides, message):
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.plan import plan_chain
 
     with pytest.raises(ConfigError) as e:
         cfg, _ = run_config(overrides)

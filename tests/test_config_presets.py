@@ -28,7 +28,7 @@ def hydra_ctx():
 def validate(overrides: list[str]) -> RunConfig:
     """What ``python -m arc_lab`` does before any work: compose, validate, plan the chain (which composes
     the stage.init presets of a chain)."""
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.plan import plan_chain
 
     return plan_chain(compose(overrides))[-1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from arc_lab.dashboard import DashboardError, LoggedKeys, build_report, main, plan_dashboard, to_json
-from arc_lab.wandb_offline import find_offline_runs, read_offline_run
+from arc_lab.analysis.dashboard import DashboardError, LoggedKeys, build_report, main, plan_dashboard, to_json
+from arc_lab.analysis.wandb_offline import find_offline_runs, read_offline_run
 
 GROUP = "wb_dash"
 
@@ -178,7 +178,7 @@ def test_workspace_json_offline_from_known_keys():
     assert plan.tasks == ["arc_challenge"]
     assert plan.curves == {"sft": [(m, [f"sft/{m}"]) for m in ("loss", "lr", "grad_norm", "nll")]}
     assert plan.config_columns == ["objective.name", "stage.optim.lr"]  # no beta logged: no beta axis
-    from arc_lab.dashboard import build_workspace
+    from arc_lab.analysis.dashboard import build_workspace
 
     spec = to_json(build_workspace("e", "p", None, plan, "w"))
     assert spec["spec"]["section"]["runSets"][0]["filters"]["filters"] == []  # no group: every run
@@ -191,7 +191,7 @@ def test_no_credentials_and_no_runs_is_one_line_exit_2(tmp_path):
         [
             sys.executable,
             "-m",
-            "arc_lab.dashboard",
+            "arc_lab.analysis.dashboard",
             "--entity",
             "e",
             "--project",

@@ -50,7 +50,7 @@ def data_cfg(data_dir: Path, *overrides: str):
 
 
 def build(run):
-    from arc_lab.build import training_examples
+    from arc_lab.run.build import training_examples
 
     return training_examples(run, InputKind.PAIR, None)
 
@@ -87,8 +87,8 @@ def test_off_keeps_everything_without_reading_the_test_split(hydra_ctx, leaky_da
 
 
 def test_mode_is_part_of_the_stage_hash(hydra_ctx, leaky_data):
-    from arc_lab.build import stage_inputs
-    from arc_lab.plan import stage_hash
+    from arc_lab.run.build import stage_inputs
+    from arc_lab.run.plan import stage_hash
 
     drop, off = data_cfg(leaky_data), data_cfg(leaky_data, "data.decontaminate=off")
     assert stage_hash(drop, "base:x", stage_inputs(drop)) != stage_hash(off, "base:x", stage_inputs(off))
@@ -111,7 +111,7 @@ def test_every_eval_task_that_asks_is_checked_not_only_arc_challenge(hydra_ctx, 
     """A run that evaluates OpenBookQA is checked against OpenBookQA test too (its registry entry says
     decontaminate); one that does not evaluate it is not, and keeps the stage key it always had. Generated
     eval tasks (builtin) add nothing: their questions are disjoint from every training set by construction."""
-    from arc_lab.build import stage_inputs
+    from arc_lab.run.build import stage_inputs
 
     arc_only = data_cfg(obqa_leak, "eval.tasks=[arc_challenge,builtin]")
     _, info = build(arc_only)

@@ -165,9 +165,9 @@ def test_sample_files_have_one_reader_that_the_report_uses(tmp_path):
     """Sample lines keep non-ASCII text unescaped, so a record may hold U+2028 (which ``str.splitlines``
     would split on): the evaluator's reader and the report read it back alike, and a broken line is named
     by file and line."""
+    from arc_lab.analysis.report import ReportError, discover_runs, load_samples
     from arc_lab.data.loaders import DataError
     from arc_lab.eval.ours import sample_record
-    from arc_lab.report import ReportError, discover_runs, load_samples
 
     items = [_item(0, id="q\u2028line-separated"), _item(1)]
     recs = [

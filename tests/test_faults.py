@@ -21,7 +21,7 @@ from arc_lab.data.builtin import builtin_items
 from arc_lab.eval import run_eval
 from arc_lab.eval.metrics import NonFiniteLogLikelihood
 from arc_lab.objectives.clm import CLMLoss
-from arc_lab.runinfo import DiskFull
+from arc_lab.run.runinfo import DiskFull
 from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.checkpoint import list_checkpoints
 from arc_lab.train.loop import train
@@ -151,8 +151,8 @@ SFT_1STEP = [
 
 def run_app(root: Path, *overrides: str) -> Path:
     """Run the pipeline in-process; return the (only) stage directory."""
-    from arc_lab.pipeline import run_pipeline
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.pipeline import run_pipeline
+    from arc_lab.run.plan import plan_chain
 
     cfg = compose([*SFT_1STEP, *overrides, f"output_root={root}"])
     run_pipeline(plan_chain(cfg), root / "run")

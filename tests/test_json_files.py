@@ -7,10 +7,10 @@ import json
 import math
 from pathlib import Path
 
-from arc_lab import quickstart, report
+from arc_lab.analysis import quickstart, report
 from arc_lab.eval.metrics import flat_metrics
 from arc_lab.eval.outputs import read_samples, task_metrics, write_outputs
-from arc_lab.runinfo import json_safe
+from arc_lab.run.runinfo import json_safe
 from arc_lab.train.loggers import JsonlLogger, read_metrics
 
 
@@ -86,7 +86,7 @@ def test_eval_files_are_strict_json_and_every_reader_reads_them(tmp_path):
 
 
 def test_pipeline_summary_table_reads_a_null_stderr(tmp_path):
-    from arc_lab.pipeline import summary_table
+    from arc_lab.run.pipeline import summary_table
 
     run_dir = one_item_eval(tmp_path)
     table = summary_table([{"kind": "eval", "dir": str(run_dir), "label": "base"}])

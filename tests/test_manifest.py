@@ -1,4 +1,4 @@
-"""arc_lab.manifest: directory manifests name every kind of damage, and the digest memo never hides a change."""
+"""arc_lab.run.manifest: directory manifests name every kind of damage, and the digest memo never hides a change."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from arc_lab import manifest
+from arc_lab.run import manifest
 
 
 @pytest.fixture(autouse=True)

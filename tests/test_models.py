@@ -119,7 +119,7 @@ def test_a_damaged_model_cache_entry_is_rebuilt_not_trusted(tmp_path):
     """8 MB zeroed in the middle of the cached weights (same size): the next load logs the damage and
     rebuilds the entry, whose files then equal the first build's (so the base model's cache key still
     stands for those weights)."""
-    from arc_lab import manifest
+    from arc_lab.run import manifest
 
     env = {**os.environ, "ARC_LAB_CACHE": str(tmp_path)}
     code = f"from arc_lab.models import gguf_checkpoint; print(gguf_checkpoint({PKG!r}, {GGUF!r}))"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from arc_lab.wandb_offline import find_offline_runs, read_offline_run
+from arc_lab.analysis.wandb_offline import find_offline_runs, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 CELLS = ["cpu_base", "cpu_cpt", "cpu_cpt_dpo"]

@@ -23,8 +23,8 @@ def root(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_objective_runs_through_the_app(root, name):
-    from arc_lab.pipeline import run_pipeline
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.pipeline import run_pipeline
+    from arc_lab.run.plan import plan_chain
 
     stage = stage_for_input(OBJECTIVES[name].input_kind.value) + "_cpu"
     overrides = [

@@ -59,8 +59,8 @@ class _Collect(logging.Handler):
 
 def run_app(root: Path, name: str, *overrides: str) -> Run:
     """Compose ``config`` with ``overrides`` and run the pipeline into ``<root>/runs/<name>``."""
-    from arc_lab.pipeline import run_pipeline
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.pipeline import run_pipeline
+    from arc_lab.run.plan import plan_chain
 
     cfg = compose([*COMMON, *overrides, f"output_root={root}"])
     plan = plan_chain(cfg)

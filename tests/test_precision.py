@@ -9,8 +9,9 @@ import logging
 import pytest
 from helpers import run_config
 
-from arc_lab import build, precision
-from arc_lab.plan import root_ref, stage_hash
+from arc_lab import precision
+from arc_lab.run import build
+from arc_lab.run.plan import root_ref, stage_hash
 
 
 @pytest.fixture()

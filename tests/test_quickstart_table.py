@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from arc_lab.analysis.quickstart import controls_table, main
+from arc_lab.analysis.stats import clustered_stderr, mcnemar_p
 from arc_lab.data.builtin import builtin_entity, builtin_items
 from arc_lab.eval.metrics import mean_stderr
-from arc_lab.quickstart import controls_table, main
-from arc_lab.stats import clustered_stderr, mcnemar_p
 
 TEST = builtin_items("test")
 

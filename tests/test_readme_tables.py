@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from arc_lab import report
+from arc_lab.analysis import report
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- table: (?P<cmd>[^\n]*?) -->\n(?P<body>.*?)\n<!-- /table -->", re.S)

@@ -357,8 +357,8 @@ def test_a_task_with_its_own_schema_passes_the_parity_check_end_to_end(hellaswag
     (its ``process_docs`` included) on the rows the entry writes, scores the validation split, and renders
     exactly our prompts and continuations; acc / acc_norm agree and log-likelihoods agree to 1e-4 (the bound of
     the test above, same reasoning)."""
-    from arc_lab.pipeline import run_pipeline
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.pipeline import run_pipeline
+    from arc_lab.run.plan import plan_chain
 
     cfg = compose(
         [

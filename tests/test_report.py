@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from arc_lab.report import ReportError, build_report, config_label, discover_runs
-from arc_lab.stats import PairingError
+from arc_lab.analysis.report import ReportError, build_report, config_label, discover_runs
+from arc_lab.analysis.stats import PairingError
 
 N = 20
 # arc_challenge outcomes per item (doc_id = index). Baseline: acc right on items 0-9, acc_norm on 0-11.
@@ -197,7 +197,7 @@ def test_cli_with_baseline_folder_and_task(multirun: Path, tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "arc_lab.report",
+            "arc_lab.analysis.report",
             str(multirun),
             "--baseline",
             "1",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from helpers import compose
 
-from arc_lab import build
-from arc_lab.plan import ModelRef, plan_chain, root_ref, stage_hash
+from arc_lab.run import build
+from arc_lab.run.plan import ModelRef, plan_chain, root_ref, stage_hash
 
 pytestmark = pytest.mark.usefixtures("hydra_ctx")
 

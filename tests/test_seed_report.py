@@ -1,5 +1,5 @@
 """Seed-aware report on synthetic sweep folders with known outcomes: rows grouped across seeds, the base row
-scored once, per-seed values, the interval of :func:`arc_lab.stats.seed_item_diff`, verdicts, one seed."""
+scored once, per-seed values, the interval of :func:`arc_lab.analysis.stats.seed_item_diff`, verdicts, one seed."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arc_lab.report import ReportError, discover_runs
-from arc_lab.seed_report import compare_rows, find_row, group_rows, parse_pairs, seed_table
-from arc_lab.stats import seed_item_diff
+from arc_lab.analysis.report import ReportError, discover_runs
+from arc_lab.analysis.seed_report import compare_rows, find_row, group_rows, parse_pairs, seed_table
+from arc_lab.analysis.stats import seed_item_diff
 
 TASK = "arc_challenge"
 N = 12

@@ -1,4 +1,4 @@
-"""The seed-aware difference (:func:`arc_lab.stats.seed_item_diff`): exact values on small hand-checked
+"""The seed-aware difference (:func:`arc_lab.analysis.stats.seed_item_diff`): exact values on small hand-checked
 inputs, and its calibration on simulated studies (a seed effect and no true difference: at most 7% false
 positives at α = 0.05; a planted difference is found)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from arc_lab.stats import seed_item_diff, simulate_rows
+from arc_lab.analysis.stats import seed_item_diff, simulate_rows
 
 
 def test_hand_checked_values():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from arc_lab.stats import PairingError, mcnemar_exact, mcnemar_p, pair_samples, paired_bootstrap
+from arc_lab.analysis.stats import PairingError, mcnemar_exact, mcnemar_p, pair_samples, paired_bootstrap
 
 
 def _outcomes(both: int, only_x: int, only_y: int, neither: int) -> tuple[list[int], list[int]]:
@@ -158,8 +158,8 @@ def test_pair_samples_refuses_duplicates_missing_fields_and_disjoint_runs() -> N
 
 
 def test_clustered_stderr_reduces_to_iid_with_singleton_clusters_and_grows_with_duplicates():
+    from arc_lab.analysis.stats import clustered_stderr
     from arc_lab.eval.metrics import mean_stderr
-    from arc_lab.stats import clustered_stderr
 
     x = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1]
     # singleton clusters: CR1 with G = n is exactly the ddof=1 i.i.d. formula (algebra, so 1e-12 is

@@ -96,8 +96,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walk_finds_a_circle_when_there_is_one():
     graph = import_graph()
-    graph["arc_lab.dist"] = graph["arc_lab.dist"] | {"arc_lab.pipeline"}  # pipeline imports dist
-    assert any({"arc_lab.dist", "arc_lab.pipeline"} <= set(c) for c in cycles(graph))
+    graph["arc_lab.dist"] = graph["arc_lab.dist"] | {"arc_lab.run.pipeline"}  # pipeline imports dist
+    assert any({"arc_lab.dist", "arc_lab.run.pipeline"} <= set(c) for c in cycles(graph))
 
 
 def test_no_import_circles():
@@ -109,10 +109,10 @@ def test_only_the_entry_point_and_the_planner_see_the_raw_hydra_config():
     build and run take those (or flat arguments)."""
     allowed = {
         "arc_lab.__main__",
-        "arc_lab.rundir",  # the Hydra callback that checks hydra.run.dir before the app starts
+        "arc_lab.run.rundir",  # the Hydra callback that checks hydra.run.dir before the app starts
         "arc_lab.config",
-        "arc_lab.plan",
-        "arc_lab.runinfo",  # write_provenance/config_hash also take plain containers
+        "arc_lab.run.plan",
+        "arc_lab.run.runinfo",  # write_provenance/config_hash also take plain containers
         "arc_lab.train.loggers",  # config_run_id flattens any mapping
     }
     seen = {name for name, path in MODULES.items() if "DictConfig" in path.read_text()}
@@ -122,7 +122,7 @@ def test_only_the_entry_point_and_the_planner_see_the_raw_hydra_config():
 def test_stage_and_loop_take_no_config_object():
     import inspect
 
-    from arc_lab.stage import train_stage
+    from arc_lab.run.stage import train_stage
     from arc_lab.train.loop import train
 
     for fn in (train_stage, train):
@@ -151,6 +151,7 @@ def test_a_new_stage_kind_is_one_entry(monkeypatch):
     """A kind added to STAGE_KINDS alone is validated, hashed on its own data fields, labelled and counted
     as trained by the report, with no other module edited."""
     from arc_lab import stage_kinds
+    from arc_lab.analysis.report import config_label
     from arc_lab.config import (  # noqa: F401  (validation path)
         ConfigError,
         DataConfig,
@@ -162,8 +163,7 @@ def test_a_new_stage_kind_is_one_entry(monkeypatch):
         to_run_config,
     )
     from arc_lab.objectives import OBJECTIVES
-    from arc_lab.plan import ModelRef, stage_config_key, stage_label
-    from arc_lab.report import config_label
+    from arc_lab.run.plan import ModelRef, stage_config_key, stage_label
 
     kind = stage_kinds.StageKind(
         name="pref",
@@ -213,7 +213,7 @@ def test_the_training_loop_and_the_evaluator_import_neither_hydra_nor_omegaconf(
 
     code = (
         "import sys\n"
-        "import arc_lab.train.loop, arc_lab.train.setup, arc_lab.train.lora, arc_lab.train.args, arc_lab.stage\n"
+        "import arc_lab.train.loop, arc_lab.train.setup, arc_lab.train.lora, arc_lab.train.args, arc_lab.run.stage\n"
         "import arc_lab.eval.runner, arc_lab.eval.ours, arc_lab.eval.engine\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')))\n"
     )

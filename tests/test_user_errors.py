@@ -21,7 +21,7 @@ from arc_lab.config import ConfigError
 
 def validate(overrides: list[str]):
     """What ``python -m arc_lab`` does before any work: compose, validate, plan the chain."""
-    from arc_lab.plan import plan_chain
+    from arc_lab.run.plan import plan_chain
 
     cfg = compose(overrides)
     plan = plan_chain(cfg)
@@ -159,9 +159,9 @@ def test_model_path_hub_id_offline_fails_early(hydra_ctx, monkeypatch):
 def test_model_path_switches_to_that_checkpoint(hydra_ctx, tmp_path):
     """``model.path=<dir>`` on a preset of another source loads <dir> (source becomes pretrained, which
     config.yaml then records), not the preset's weights."""
-    from arc_lab.build import load_model as load_for_run
     from arc_lab.models import model_fingerprint
-    from arc_lab.plan import root_ref
+    from arc_lab.run.build import load_model as load_for_run
+    from arc_lab.run.plan import root_ref
 
     saved, tok = load_tiny(  # another network than model=tiny_llama's, in every size
         "tiny_llama",
@@ -238,7 +238,7 @@ def test_fewshot_pool_too_small_names_eval_num_fewshot():
 
 
 def test_unwritable_run_folder_is_detected(tmp_path):
-    from arc_lab.rundir import unwritable_reason
+    from arc_lab.run.rundir import unwritable_reason
 
     assert unwritable_reason(tmp_path / "new" / "run") is None
     (tmp_path / "file").write_text("")
@@ -339,10 +339,10 @@ def test_composition_message_ignores_other_exceptions():
 
 def test_training_data_with_no_usable_pair_is_one_data_error(tmp_path):
     # every choice equals the answer: build_pairs drops them all; before, batching raised a bare ValueError
-    from arc_lab import build
     from arc_lab.config import to_run_config
     from arc_lab.data.loaders import DataError
     from arc_lab.objectives.base import InputKind
+    from arc_lab.run import build
 
     row = {
         "id": "e1",

@@ -1,4 +1,4 @@
-"""W&B offline: a real offline run written by WandbLogger, read back by arc_lab.wandb_offline."""
+"""W&B offline: a real offline run written by WandbLogger, read back by arc_lab.analysis.wandb_offline."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import zlib
 
 import pytest
 
-from arc_lab.train.loggers import WANDB_DIR_VARS, MultiLogger, config_run_id, make_logger, read_metrics
-from arc_lab.wandb_offline import (
+from arc_lab.analysis.wandb_offline import (
     BLOCK_SIZE,
     OfflineRunError,
     find_offline_runs,
     iter_record_bytes,
     read_offline_run,
 )
+from arc_lab.train.loggers import WANDB_DIR_VARS, MultiLogger, config_run_id, make_logger, read_metrics
 
 CONFIG = {
     "stage": {"name": "dpo", "optim": {"lr": 5e-6, "batch_size": 8}, "lora": {"r": 64}},

@@ -1,5 +1,5 @@
 """W&B from the pipeline: a real 2-cell multirun with ``logger=wandb_offline``, read back from the offline run
-files with :mod:`arc_lab.wandb_offline`.
+files with :mod:`arc_lab.analysis.wandb_offline`.
 
 Cells of one sweep share a W&B group (``logger.group``, default: the experiment name), the config is
 logged flat (``objective.beta``, ``stage.optim.lr``: the W&B UI can pivot on objective, stage and beta),
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arc_lab.wandb_offline import find_offline_runs, read_offline_run
+from arc_lab.analysis.wandb_offline import find_offline_runs, read_offline_run
 
 BETAS = (0.1, 0.3)
 

@@ -525,7 +525,7 @@ def dataset_fingerprint(
 ) -> str:
     """Short sha256 identifying the data a split was read from (for run provenance and caches).
 
-    Local files: the sha256 of the file's bytes (memoised by the file's stat, see :mod:`arc_lab.manifest`).
+    Local files: the sha256 of the file's bytes (memoised by the file's stat, see :mod:`arc_lab.run.manifest`).
     Builtin: the sha256 of the generated records. The Hub: the sha256 of the records, so the split is
     downloaded (or read from the ``datasets`` cache) first -- a Hub dataset has no content fingerprint
     before it is fetched.
@@ -533,7 +533,7 @@ def dataset_fingerprint(
     Raises:
         Same as :func:`load_mc`.
     """
-    from arc_lab.manifest import file_digest
+    from arc_lab.run.manifest import file_digest
 
     spec, split = _dataset_split(dataset, split)
     root = resolve_data_dir(data_dir)
@@ -571,7 +571,7 @@ def camel_fingerprint(subject: str, data_dir: str | Path | None = None, hub: boo
     Raises:
         Same as :func:`load_camel`.
     """
-    from arc_lab.manifest import file_digest
+    from arc_lab.run.manifest import file_digest
 
     if subject not in CAMEL_SUBJECTS:
         raise ValueError(f"unknown CAMEL subject {subject!r}: expected one of {list(CAMEL_SUBJECTS)}")

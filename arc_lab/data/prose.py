@@ -13,7 +13,7 @@ from pathlib import Path
 from arc_lab.data.loaders import camel_fingerprint as _camel_fp
 from arc_lab.data.loaders import dataset_fingerprint, load_camel, load_mc, resolve_data_dir, split_location
 from arc_lab.data.registry import prose_source
-from arc_lab.runinfo import config_hash
+from arc_lab.run.runinfo import config_hash
 
 DataDir = str | Path | None
 

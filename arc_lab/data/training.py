@@ -1,7 +1,7 @@
 """What a training stage reads, from flat arguments: CPT documents, training questions, decontamination,
 and the content fingerprints of all of it (the stage-cache key).
 
-:mod:`arc_lab.build` calls these with the fields of the validated ``data`` config; nothing here reads a
+:mod:`arc_lab.run.build` calls these with the fields of the validated ``data`` config; nothing here reads a
 config object.
 """
 
@@ -26,7 +26,7 @@ from arc_lab.data.loaders import (
 )
 from arc_lab.data.records import MCItem
 from arc_lab.data.registry import get_dataset
-from arc_lab.runinfo import config_hash
+from arc_lab.run.runinfo import config_hash
 
 
 def training_items(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arc_lab.data.loaders import read_jsonl
 from arc_lab.eval.metrics import aggregate
-from arc_lab.runinfo import json_safe
+from arc_lab.run.runinfo import json_safe
 
 #: Top-level keys of ``metrics.json`` that describe the run rather than a task.
 METADATA_KEYS = ("model_fingerprint", "backend", "parity", "lm_eval")

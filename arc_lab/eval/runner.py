@@ -14,7 +14,7 @@ from typing import Any
 from arc_lab.data.loaders import dataset_fingerprint, records_fingerprint
 from arc_lab.eval.outputs import task_metrics, write_outputs
 from arc_lab.eval.tasks import EVAL_SPLIT, check_task, scored_split
-from arc_lab.runinfo import disk_full_guard
+from arc_lab.run.runinfo import disk_full_guard
 
 log = logging.getLogger(__name__)
 BACKENDS = ("ours", "lm_eval", "both")

@@ -3,9 +3,9 @@ optimiser and LoRA (:class:`OptimConfig`, :class:`LoraConfig`), a stage's settin
 and what the run lends the loop (:class:`Runtime`).
 
 The training code (:mod:`arc_lab.train.loop`, :mod:`arc_lab.train.setup`, :mod:`arc_lab.train.lora`,
-:mod:`arc_lab.stage`) imports them from here, so importing the training loop does not import Hydra.
+:mod:`arc_lab.run.stage`) imports them from here, so importing the training loop does not import Hydra.
 :mod:`arc_lab.config` registers them with Hydra as the ``stage.optim`` and ``stage.lora`` schemas (it does
-not redefine them); :mod:`arc_lab.build` hands them to the stage. Field comments are the documentation
+not redefine them); :mod:`arc_lab.run.build` hands them to the stage. Field comments are the documentation
 (``--help`` and DESIGN.md read them).
 """
 
@@ -111,7 +111,7 @@ class OptimConfig:
 @dataclass(kw_only=True)
 class StageArgs:
     """The settings of one training stage beyond its model, data and loss (``conf/stage``'s fields that
-    training reads), as :func:`arc_lab.stage.train_stage` takes them; :func:`arc_lab.build.stage_args` makes
+    training reads), as :func:`arc_lab.run.stage.train_stage` takes them; :func:`arc_lab.run.build.stage_args` makes
     them from a run config."""
 
     #: optimiser, schedule, batch, precision, seed, checkpoint cadence

@@ -8,7 +8,7 @@ the metrics history, and the run signature.
 
 A checkpoint is built in a ``.tmp-*`` sibling and renamed into place, so a directory named
 ``step-*`` is complete when written; a killed run leaves at most a temporary directory, removed on the next
-start. Its last file is ``MANIFEST.json`` (:mod:`arc_lab.manifest`: size and sha256 of every file, every
+start. Its last file is ``MANIFEST.json`` (:mod:`arc_lab.run.manifest`: size and sha256 of every file, every
 rank's shards included -- rank 0 writes it after all ranks saved). Resuming takes the newest checkpoint
 that still matches its manifest (:func:`resume_checkpoint`); a damaged newer one (a truncated
 ``trainable.pt``, a deleted shard) is named in a WARNING and moved aside to ``damaged-step-*`` (kept for
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from arc_lab import dist
-from arc_lab.manifest import check_manifest, write_manifest
-from arc_lab.runinfo import save_torch
+from arc_lab.run.manifest import check_manifest, write_manifest
+from arc_lab.run.runinfo import save_torch
 from arc_lab.train.stepper import Stepper
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ W&B conventions (so that a sweep can be pivoted in the W&B UI):
 * offline mode keeps every file inside the run folder: ``WANDB_DIR``, ``WANDB_CONFIG_DIR``,
   ``WANDB_CACHE_DIR`` and ``WANDB_DATA_DIR`` point under ``<run_dir>/wandb_state`` while the run is open
   (and are restored by :meth:`WandbLogger.finish`). ``wandb sync <run_dir>/wandb/offline-run-*`` uploads
-  it later; :mod:`arc_lab.wandb_offline` reads it back without uploading.
+  it later; :mod:`arc_lab.analysis.wandb_offline` reads it back without uploading.
 
 In multi-process (DeepSpeed / torchrun) runs only rank 0 logs: ``make_logger(..., rank=r)`` returns a
 :class:`NullLogger` on the other ranks.
@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from arc_lab.runinfo import json_safe
+from arc_lab.run.runinfo import json_safe
 
 #: keys that :class:`JsonlLogger` writes itself; a metric may not use them
 RESERVED_KEYS = ("step", "time", "summary")
@@ -164,7 +164,7 @@ class JsonlLogger(Logger):
 
     A ``log`` line is ``{"step": 10, "time": <unix seconds>, "train/loss": 0.69, ...}``; a
     ``log_summary`` line is ``{"summary": true, "time": ..., "eval/acc": 0.4, ...}``. Non-finite numbers
-    are written as ``null`` (:func:`arc_lab.runinfo.json_safe`), so every line is strict JSON. The file is opened
+    are written as ``null`` (:func:`arc_lab.run.runinfo.json_safe`), so every line is strict JSON. The file is opened
     in append mode, so a resumed run continues it; when steps repeat after a resume, the last line of a
     step is the one that counts (see :func:`read_metrics`).
 

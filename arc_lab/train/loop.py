@@ -28,7 +28,7 @@ positions only), attaches reference log-probs when the objective
   last update produced (finite, finite logits, output not collapsed): a failure raises
   :class:`TrainingDiverged` (or :class:`~arc_lab.train.health.ModelCollapsed`) and nothing is saved.
 * Running out of disk space while writing (checkpoint, ``metrics.jsonl``) raises
-  :class:`arc_lab.runinfo.DiskFull` naming the file and the last good checkpoint, which a rerun resumes from.
+  :class:`arc_lab.run.runinfo.DiskFull` naming the file and the last good checkpoint, which a rerun resumes from.
 * Precision: ``fp32``, or ``bf16`` = bf16 autocast around the forward (CUDA and CPU alike) with fp32
   master weights and optimizer state (a model loaded in bf16 trains bf16 weights instead).
 """
@@ -49,7 +49,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from arc_lab.objectives.base import Objective
-from arc_lab.runinfo import disk_full_guard
+from arc_lab.run.runinfo import disk_full_guard
 from arc_lab.train.args import Runtime, StageArgs
 from arc_lab.train.batching import TokenizedDataset, collate, epoch_batches
 from arc_lab.train.checkpoint import (

@@ -39,7 +39,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from arc_lab.runinfo import save_torch
+from arc_lab.run.runinfo import save_torch
 
 SCHEDULES = ("linear", "cosine", "constant")
 

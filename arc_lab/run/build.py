@@ -3,7 +3,7 @@
 This is the one module that reads the run config: the model (a base model config or a checkpoint), the
 objective, a stage's training examples and the content fingerprints of its data, the evaluation call and
 its mid-training callback, the run's logger and the stepper factory. Everything it builds takes flat,
-typed arguments (:func:`arc_lab.stage.train_stage`, :func:`arc_lab.train.loop.train`,
+typed arguments (:func:`arc_lab.run.stage.train_stage`, :func:`arc_lab.train.loop.train`,
 :func:`arc_lab.eval.run_eval`, ...), so those modules never see a config.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from arc_lab import dist
 from arc_lab.config import EvalConfig, RunConfig
 from arc_lab.data import training
-from arc_lab.runinfo import config_hash
+from arc_lab.run.runinfo import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def load_model(run: RunConfig, path: Path | None = None, *, to_device: bool = Fa
 def base_model_key(run: RunConfig) -> str:
     """The configured base model's identity for the caches: a hash of its config, plus the digest of its
     files when it is a local directory."""
-    from arc_lab import manifest
+    from arc_lab.run import manifest
 
     key = f"base:{config_hash(dataclasses.asdict(run.model))}"
     if run.model.source == "pretrained" and Path(run.model.path).is_dir():  # a local dir, by content
@@ -171,7 +171,7 @@ def stage_inputs(run: RunConfig) -> dict[str, str]:
 
 def stage_args(run: RunConfig):
     """The stage's training settings (:class:`arc_lab.train.args.StageArgs`) from ``run.stage`` and
-    ``run.eval.every``: what :func:`arc_lab.stage.train_stage` takes."""
+    ``run.eval.every``: what :func:`arc_lab.run.stage.train_stage` takes."""
     from arc_lab.train.args import StageArgs
 
     s = run.stage

@@ -1,7 +1,7 @@
 """Train one stage: the shared loop on an init model and its examples, then merge and save.
 
-Called by :mod:`arc_lab.pipeline` for a stage-cache miss (or an unfinished stage, which the loop resumes
-from ``<stage_dir>/train/checkpoints``), with objects :mod:`arc_lab.build` made from the run config. It
+Called by :mod:`arc_lab.run.pipeline` for a stage-cache miss (or an unfinished stage, which the loop resumes
+from ``<stage_dir>/train/checkpoints``), with objects :mod:`arc_lab.run.build` made from the run config. It
 takes typed arguments (:mod:`arc_lab.train.args`) and never reads a config; nothing here branches on an objective's name.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from arc_lab import dist
-from arc_lab.runinfo import disk_full_guard, write_json
+from arc_lab.run.runinfo import disk_full_guard, write_json
 from arc_lab.train.args import Runtime, StageArgs
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,13 @@ def train_stage(
     Args:
         model, tokenizer: the init model (on its training device) and its tokenizer.
         objective: the loss module; its ``input_kind`` matches ``examples``.
-        examples: training examples (:func:`arc_lab.build.training_examples`).
+        examples: training examples (:func:`arc_lab.run.build.training_examples`).
         stage_dir: the stage-cache entry to write.
         label: the chain label (``cpt→dpo``), for logs and the summary.
         args: the stage's settings (:class:`arc_lab.train.args.StageArgs`: optimiser, LoRA, seq_len, EOS,
             reference mode, merge dtype, evaluation cadence; see :func:`arc_lab.train.loop.train`).
         runtime: :class:`arc_lab.train.args.Runtime`: the stepper factory (None: plain torch; DeepSpeed:
-            :func:`arc_lab.build.stepper_factory`), the run's logger, already prefixed for this stage
+            :func:`arc_lab.run.build.stepper_factory`), the run's logger, already prefixed for this stage
             (:class:`PrefixLogger`; the stage's own ``metrics.jsonl`` is added here), the evaluation every
             ``args.eval_every`` optimizer steps.
     """

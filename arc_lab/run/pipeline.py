@@ -1,7 +1,7 @@
-"""Run a planned chain of stages (:func:`arc_lab.plan.plan_chain`) through the stage and eval caches.
+"""Run a planned chain of stages (:func:`arc_lab.run.plan.plan_chain`) through the stage and eval caches.
 
 Every stage of the chain is trained unless ``<output_root>/stages/<hash>/`` has it (the key:
-:func:`arc_lab.plan.stage_hash`): a finished stage (``DONE`` and a ``MANIFEST.json`` its files still match)
+:func:`arc_lab.run.plan.stage_hash`): a finished stage (``DONE`` and a ``MANIFEST.json`` its files still match)
 is reused; an unfinished one resumes from its checkpoint; a finished one whose files no longer match its
 manifest is rebuilt (logged as a WARNING naming the damage); anything that matters changing gives a new hash.
 ``<hash>/`` holds the resolved config, the training checkpoints and the final ``model/``. A model's identity
@@ -9,14 +9,14 @@ manifest is rebuilt (logged as a WARNING naming the damage); anything that matte
 Evaluations are cached the same way under ``<output_root>/evals/<hash>/`` (model identity + eval config +
 content of the eval data), so a sweep evaluates the base model once; an entry that fails its manifest (a
 truncated ``metrics.json``...) is a logged miss and is recomputed. Every hit and miss is logged with its
-reason. File digests are memoised in ``<output_root>/fingerprint-memo.json`` (:mod:`arc_lab.manifest`).
+reason. File digests are memoised in ``<output_root>/fingerprint-memo.json`` (:mod:`arc_lab.run.manifest`).
 
 The run folder (Hydra's output dir) gets ``config.yaml``, ``provenance.json``, ``chain.json`` (every
 stage and evaluation with its cache path), the final model's ``metrics.json`` and ``samples/``, and
 ``summary.md`` (the before/after table that is also printed).
 
-Objects (models, data, objective, loggers, evaluation) come from :mod:`arc_lab.build`; training from
-:func:`arc_lab.stage.train_stage`, which takes flat arguments.
+Objects (models, data, objective, loggers, evaluation) come from :mod:`arc_lab.run.build`; training from
+:func:`arc_lab.run.stage.train_stage`, which takes flat arguments.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from arc_lab import build, dist, manifest
-from arc_lab.cache import (
+from arc_lab import dist
+from arc_lab.config import ConfigError, RunConfig
+from arc_lab.eval.metrics import NonFiniteLogLikelihood
+from arc_lab.run import build, manifest
+from arc_lab.run.cache import (
     STAGE_ENTRY_PARTS,
     eval_entry_problem,
     publish_eval_dir,
@@ -38,10 +41,8 @@ from arc_lab.cache import (
     stage_lock,
     why_no_entry,
 )
-from arc_lab.config import ConfigError, RunConfig
-from arc_lab.eval.metrics import NonFiniteLogLikelihood
-from arc_lab.plan import ModelRef, root_ref, stage_config_key, stage_hash, stage_label
-from arc_lab.runinfo import (
+from arc_lab.run.plan import ModelRef, root_ref, stage_config_key, stage_hash, stage_label
+from arc_lab.run.runinfo import (
     atomic_write_text,
     config_hash,
     disk_full_guard,
@@ -118,7 +119,7 @@ def _train_entry(
     offset: int,
 ) -> None:
     """Train (or rebuild) the stage entry ``stage_dir``, then write its manifest and ``DONE``."""
-    from arc_lab.stage import PrefixLogger, train_stage
+    from arc_lab.run.stage import PrefixLogger, train_stage
     from arc_lab.train.args import Runtime
 
     # A finished entry damaged since (its checkpoints are gone: it trains from the start). Nothing is
@@ -229,7 +230,7 @@ def ensure_eval(run: RunConfig, ref: ModelRef, root: Path, chain: list[dict]) ->
 
 # ------------------------------------------------------------------------------------------------ run
 def run_pipeline(plan: list[RunConfig], run_dir: str | Path) -> float | None:
-    """Run a validated chain (:func:`arc_lab.plan.plan_chain`; its last entry is the run's own config) into
+    """Run a validated chain (:func:`arc_lab.run.plan.plan_chain`; its last entry is the run's own config) into
     ``run_dir``; return the final first-task acc_norm (what a Hydra sweeper optimises)."""
     run_dir = Path(run_dir)
     run = plan[-1]

@@ -1,4 +1,4 @@
-"""``report.png`` of :mod:`arc_lab.report`: acc vs acc_norm per run, with 95% CI bars, one panel per task."""
+"""``report.png`` of :mod:`arc_lab.analysis.report`: acc vs acc_norm per run, with 95% CI bars, one panel per task."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from arc_lab.runs import Run
+    from arc_lab.analysis.runs import Run
 
 METRICS = ("acc", "acc_norm")
 

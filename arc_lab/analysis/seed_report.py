@@ -9,7 +9,7 @@ depend on the seed and is computed once) is *seed-independent*; compared with a 
 outcome vector is paired with every seed of the other row.
 
 Per row: mean ± sd over seeds and each seed's value. Per compared pair of rows: the mean over seeds of
-the paired difference, with the interval of :func:`arc_lab.stats.seed_item_diff` (seeds and items, items
+the paired difference, with the interval of :func:`arc_lab.analysis.stats.seed_item_diff` (seeds and items, items
 clustered by entity where the task has entities), each seed's difference and McNemar p, and a verdict:
 
 - ``beyond seed noise``: the interval excludes 0, with at least :data:`MIN_CALIBRATED_SEEDS` seeds;
@@ -27,8 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from arc_lab.runs import METRICS, ReportError, Run, load_samples
-from arc_lab.stats import MIN_CALIBRATED_SEEDS, SeedAwareDiff, mcnemar_exact, pair_samples, seed_item_diff
+from arc_lab.analysis.runs import METRICS, ReportError, Run, load_samples
+from arc_lab.analysis.stats import (
+    MIN_CALIBRATED_SEEDS,
+    SeedAwareDiff,
+    mcnemar_exact,
+    pair_samples,
+    seed_item_diff,
+)
 
 #: Overrides that do not make a different row (the seed, where the caches live).
 NOT_ROW = ("seed=", "output_root=", "+seed=")
@@ -197,7 +203,7 @@ def _paired_arrays(
 
 
 def compare_rows(a: Row, b: Row, task: str, metric: str) -> RowComparison:
-    """Row ``a`` minus row ``b`` (:func:`arc_lab.stats.seed_item_diff`), items clustered per
+    """Row ``a`` minus row ``b`` (:func:`arc_lab.analysis.stats.seed_item_diff`), items clustered per
     :data:`CLUSTERS`."""
     seeds, x, y, ids, ps = _paired_arrays(a, b, task, metric)
     cluster_of = CLUSTERS.get(task)
@@ -271,7 +277,7 @@ def method_note(task: str, n_seeds: int) -> list[str]:
     note = (
         f"Δ: row − vs, the mean over seeds of each seed's paired difference; 95% CI: Student t with "
         f"Welch–Satterthwaite df on seed variance + item variance (items {clustered}; "
-        "`arc_lab.stats.seed_item_diff`). McNemar p: each seed's exact test on the items alone."
+        "`arc_lab.analysis.stats.seed_item_diff`). McNemar p: each seed's exact test on the items alone."
     )
     if n_seeds == 1:
         note += " **One seed: seed noise is not measured; the intervals carry item noise only.**"

@@ -10,7 +10,7 @@ the model it starts from and the *content* of the data it reads; labels (``cptâ†
 in tables.
 
 Reads: :mod:`arc_lab.stage_kinds` (each kind's natural objective and data fields). Executed by
-:mod:`arc_lab.pipeline`.
+:mod:`arc_lab.run.pipeline`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from arc_lab import manifest
-from arc_lab.build import base_model_key
 from arc_lab.config import ConfigError, RunConfig, check_known_keys, to_run_config
-from arc_lab.runinfo import config_hash
+from arc_lab.run import manifest
+from arc_lab.run.build import base_model_key
+from arc_lab.run.runinfo import config_hash
 from arc_lab.stage_kinds import STAGE_KINDS
 
 #: Stage/optim fields that do not change the trained weights (kept out of the stage hash).
@@ -142,7 +142,7 @@ def stage_config_key(run: RunConfig, init_key: str) -> dict[str, Any]:
 def stage_hash(run: RunConfig, init_key: str, inputs: dict[str, str]) -> str:
     """Content hash of everything that determines a stage's output weights: the config fields that matter,
     the init model's identity and the content of the data read (``inputs``, from
-    :func:`arc_lab.build.stage_inputs`)."""
+    :func:`arc_lab.run.build.stage_inputs`)."""
     return config_hash({**stage_config_key(run, init_key), "data_inputs": inputs})
 
 

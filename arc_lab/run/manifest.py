@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from arc_lab.runinfo import write_json
+from arc_lab.run.runinfo import write_json
 
 log = logging.getLogger(__name__)
 

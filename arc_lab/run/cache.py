@@ -16,7 +16,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from arc_lab import dist, manifest
+from arc_lab import dist
+from arc_lab.run import manifest
 
 log = logging.getLogger(__name__)
 

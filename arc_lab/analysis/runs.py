@@ -3,8 +3,8 @@
 A run folder holds ``metrics.json`` and, from arc_lab's pipeline, ``samples/<task>.jsonl`` (or ``.jsonl.gz`` in
 a committed study), its resolved ``config.yaml``, ``chain.json`` and Hydra's ``.hydra/overrides.yaml``.
 :func:`discover_runs` finds every such folder under a root and labels it; :func:`load_samples` reads a
-task's samples and checks them against ``metrics.json``. :mod:`arc_lab.report`, :mod:`arc_lab.seed_report`,
-:mod:`arc_lab.report_plot` and :mod:`arc_lab.quickstart` import from here (none of them from each other's
+task's samples and checks them against ``metrics.json``. :mod:`arc_lab.analysis.report`, :mod:`arc_lab.analysis.seed_report`,
+:mod:`arc_lab.analysis.report_plot` and :mod:`arc_lab.analysis.quickstart` import from here (none of them from each other's
 internals).
 """
 
