@@ -265,6 +265,14 @@ class EvalConfig:
             raise ConfigError(f"eval.sample={self.sample}: expected >= 1 with eval.backend=ours")
         for t in self.tasks:
             _check_choice("eval.tasks[]", t, list(DATASETS))
+        if self.split == "validation":
+            from arc_lab.eval.tasks import scored_split
+
+            for t in self.tasks:
+                try:
+                    scored_split(t, self.split)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
         _check_int("eval.num_fewshot", self.num_fewshot, 0)
         _check_int("eval.batch_size", self.batch_size, 1)
         _check_int("eval.max_length", self.max_length, 1, null="derived from the model config")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -336,6 +337,8 @@ def test_a_task_with_its_own_schema_and_eval_split_is_one_entry(hellaswag_data):
     assert sorted(eval_data_inputs(["hellaswag_like"], hellaswag_data)) == ["hellaswag_like/validation"]
     with pytest.raises(ValueError, match=r"eval.split=validation: task hellaswag_like has no held-out"):
         eval_data_inputs(["hellaswag_like"], hellaswag_data, split="validation")
+    with pytest.raises(ConfigError, match=r"^eval.split=validation: task hellaswag_like has no held-out"):
+        run_config(["eval.tasks=[hellaswag_like]", "eval.split=validation"])  # refused before any work
     assert decontamination_sets(["builtin", "hellaswag_like"]) == [
         ("arc_challenge", "test"),
         ("hellaswag_like", "validation"),
@@ -352,7 +355,7 @@ def test_a_task_with_its_own_schema_and_eval_split_is_one_entry(hellaswag_data):
 
 
 @pytest.mark.slow
-def test_a_task_with_its_own_schema_passes_the_parity_check_end_to_end(hellaswag_data, tmp_path):
+def test_a_task_with_its_own_schema_passes_the_parity_check_end_to_end(hellaswag_data, tmp_path, monkeypatch):
     """``stage=eval eval.backend=both`` through the pipeline: lm-eval runs its installed ``hellaswag.yaml``
     (its ``process_docs`` included) on the rows the entry writes, scores the validation split, and renders
     exactly our prompts and continuations; acc / acc_norm agree and log-likelihoods agree to 1e-4 (the bound of
@@ -372,7 +375,11 @@ def test_a_task_with_its_own_schema_passes_the_parity_check_end_to_end(hellaswag
         ]
     )
     run_dir = tmp_path / "run"
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
     run_pipeline(plan_chain(cfg), run_dir)
+    # the harness ran offline, and the environment is as it was: a later cell of a multirun may need the Hub
+    assert "HF_HUB_OFFLINE" not in os.environ and "HF_DATASETS_OFFLINE" not in os.environ
     metrics = json.loads((run_dir / "metrics.json").read_text())
     task = metrics["hellaswag_like"]
     assert task["split"] == "validation" and task["n"] == 6 and task["num_fewshot"] == 1, task

@@ -99,7 +99,7 @@ def decontaminate(
     if mode != "off":
         for pair in sets:
             got = _forbidden(pair, items, data_dir=data_dir, hub=hub)
-            per_set["/".join(pair)] = {"questions": len(got or [])}
+            per_set["/".join(pair)] = {"questions": len(got or []), "removed": 0}
             forbidden += got or []
     items[:], removed = decontaminate_items(items, forbidden, mode=mode)
     if removed:

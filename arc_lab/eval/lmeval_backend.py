@@ -10,10 +10,11 @@ few-shot draws and scoring are lm-eval's own. Runs fully offline (``HF_DATASETS_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from arc_lab.data.records import MCItem
@@ -68,13 +69,25 @@ def write_task(
     return name
 
 
-def _set_offline() -> None:
-    """Force the Hub/datasets offline flags (also if ``datasets`` was imported before they were set)."""
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """The Hub and ``datasets`` offline while the harness runs (also if ``datasets`` was imported before), and
+    the previous values back afterwards: a later cell of the same multirun process may read the Hub."""
     import datasets
 
+    keys = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    saved, saved_config = {k: os.environ.get(k) for k in keys}, datasets.config.HF_HUB_OFFLINE
+    os.environ.update({k: "1" for k in keys})
     datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        datasets.config.HF_HUB_OFFLINE = saved_config
 
 
 def run_lm_eval(
@@ -101,31 +114,31 @@ def run_lm_eval(
     Returns:
         ``{task: [sample record, ...]}`` in doc order, with lm-eval's own log-likelihoods.
     """
-    _set_offline()
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
+    with _offline():
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
-    out: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory(prefix="arclab_lmeval_") as tmp:
-        names = {t: write_task(t, ev, pool, Path(tmp)) for t, (ev, pool) in task_items.items()}
-        tm = TaskManager(
-            include_path=tmp, include_defaults=False
-        )  # indexing the ~10k built-in YAMLs costs ~30 s
-        for n in sorted(set(num_fewshot[t] for t in task_items)):
-            tasks = [t for t in task_items if num_fewshot[t] == n]
-            res = lm_eval.simple_evaluate(
-                model=lm,
-                tasks=[names[t] for t in tasks],
-                num_fewshot=n,
-                limit=limit,
-                task_manager=tm,
-                log_samples=True,
-            )
-            for t in tasks:
-                out[t] = _to_records(t, res["samples"][names[t]], task_items[t][0], tokenizer)
-    return out
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+        out: dict[str, list[dict]] = {}
+        with tempfile.TemporaryDirectory(prefix="arclab_lmeval_") as tmp:
+            names = {t: write_task(t, ev, pool, Path(tmp)) for t, (ev, pool) in task_items.items()}
+            tm = TaskManager(
+                include_path=tmp, include_defaults=False
+            )  # indexing the ~10k built-in YAMLs costs ~30 s
+            for n in sorted(set(num_fewshot[t] for t in task_items)):
+                tasks = [t for t in task_items if num_fewshot[t] == n]
+                res = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=[names[t] for t in tasks],
+                    num_fewshot=n,
+                    limit=limit,
+                    task_manager=tm,
+                    log_samples=True,
+                )
+                for t in tasks:
+                    out[t] = _to_records(t, res["samples"][names[t]], task_items[t][0], tokenizer)
+        return out
 
 
 def _to_records(task: str, logged: list[dict], eval_items: Sequence[MCItem], tokenizer) -> list[dict]:
