@@ -320,9 +320,9 @@ def parse_rows(
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates={duplicates!r}: expected one of {DUPLICATES}")
-    spec = get_dataset(dataset)
+    parse = get_dataset(dataset).row_parser()
     parsed = [
-        (where, spec.parse_row(row, split=split, index=index, where=where))
+        (where, parse(row, source=dataset, split=split, index=index, where=where))
         for index, (where, row) in enumerate(rows)
     ]
     return _handle_duplicates(parsed, dataset, split, duplicates)

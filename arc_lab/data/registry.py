@@ -170,7 +170,6 @@ class DataSet:
                     f"data set {self.name!r}: {field}={getattr(self, field)!r} is not one of its splits "
                     f"{list(self.splits)}"
                 )
-
         if self.eval_split == self.fewshot_split:
             raise ValueError(
                 f"data set {self.name!r}: eval_split and fewshot_split are both {self.eval_split!r}"
@@ -192,13 +191,13 @@ class DataSet:
             return PROMPT_STYLES[self.prompt](item)
         return hook(self.prompt)(item)
 
-    def parse_row(self, row: dict, *, split: str, index: int, where: str) -> MCItem:
-        """One row of split ``split`` as an :class:`MCItem` (``index``: 0-based row number in the split;
-        ``where``: the file and line for messages)."""
+    def row_parser(self) -> Callable[..., MCItem]:
+        """The function reading one row: ``f(row, *, source, split, index, where) -> MCItem`` (``index``:
+        0-based row number in the split; ``where``: the file and line for messages). Resolve it once per
+        file, not per row."""
         if self.generated:
             raise ValueError(f"{self.name}: loader={self.loader!r} has no rows to parse (it is generated)")
-        parser = hook(ROW_PARSERS.get(self.loader, self.loader))
-        return parser(row, source=self.name, split=split, index=index, where=where)
+        return hook(ROW_PARSERS.get(self.loader, self.loader))
 
     def harness_row_of(self, item: MCItem) -> dict:
         """``item`` as the row the task's harness YAML reads (the ``lm_eval`` backend writes these)."""

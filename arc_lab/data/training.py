@@ -8,6 +8,7 @@ config object.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,13 +68,12 @@ def decontamination_sets(eval_tasks: Sequence[str] = ()) -> list[tuple[str, str]
 
 def _forbidden(
     pair: tuple[str, str], items: list[MCItem], *, data_dir: str | None, hub: bool
-) -> list[MCItem] | None:
-    """The questions of one decontamination set; None when ARC-Challenge test is absent and training is on
-    the built-in set only (which cannot hold ARC questions): then the check is skipped with a WARNING."""
+) -> list[MCItem]:
+    """The questions of one decontamination set. ARC-Challenge test may be absent when training is on the
+    built-in set only (which cannot hold ARC questions): then it is empty and the skip is logged loudly."""
     if pair == ALWAYS_AGAINST:
         builtin_only = all(item.source == "builtin" for item in items)
-        got = arc_challenge_test_items(data_dir, hub=hub, required=not builtin_only)
-        return got if got or not builtin_only else None
+        return arc_challenge_test_items(data_dir, hub=hub, required=not builtin_only)
     return load_mc(pair[0], pair[1], data_dir, hub=hub)
 
 
@@ -90,33 +90,28 @@ def decontaminate(
 
     Returns:
         What ``data.json`` records: the mode, the sets compared with and their question counts, how many
-        questions were removed in all, per set and per training source, and the removed ids
-        (``source/split/id``).
+        questions were removed in all, per set (a question equal to one in two sets counts for both) and per
+        training source, and the removed ids (``source/split/id``).
     """
     sets = decontamination_sets(eval_tasks)
-    per_set: dict[str, dict[str, int]] = {}
-    forbidden: list[MCItem] = []
-    if mode != "off":
-        for pair in sets:
-            got = _forbidden(pair, items, data_dir=data_dir, hub=hub)
-            per_set["/".join(pair)] = {"questions": len(got or []), "removed": 0}
-            forbidden += got or []
-    items[:], removed = decontaminate_items(items, forbidden, mode=mode)
-    if removed:
-        for name in per_set:
-            task, split = name.split("/")
-            hits = {normalize_question(i.question) for i in forbidden if (i.source, i.split) == (task, split)}
-            per_set[name]["removed"] = sum(1 for o in removed if normalize_question(o.question) in hits)
-    by_source: dict[str, int] = {}
-    for o in removed:
-        by_source[o.source] = by_source.get(o.source, 0) + 1
+    groups = (
+        {"/".join(pair): _forbidden(pair, items, data_dir=data_dir, hub=hub) for pair in sets}
+        if mode != "off"
+        else {}
+    )
+    items[:], removed = decontaminate_items(items, [i for g in groups.values() for i in g], mode=mode)
+    removed_questions = [normalize_question(o.question) for o in removed]
+    per_set = {}
+    for name, group in groups.items():
+        questions = {normalize_question(i.question) for i in group}
+        per_set[name] = {"questions": len(group), "removed": sum(q in questions for q in removed_questions)}
     return {
         "mode": mode,
         "against": ["/".join(pair) for pair in sets],
-        "evaluation_questions": len(forbidden),
+        "evaluation_questions": sum(len(g) for g in groups.values()),
         "per_set": per_set,
         "removed": len(removed),
-        "removed_by_source": by_source,
+        "removed_by_source": dict(Counter(o.source for o in removed)),
         "removed_ids": [f"{o.source}/{o.split}/{o.id}" for o in removed],
     }
 

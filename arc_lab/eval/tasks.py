@@ -151,13 +151,19 @@ def build_contexts(
     blocks = {}  # id(item) -> rendered block; the same train example recurs across prompts
     contexts = []
     spec, extra = check_task(task), num_fewshot > 0 and drops_eval_doc(task)
+    rows: dict[int, dict] = {}  # id(pool item) -> the row lm-eval reads for it (compared with the eval doc's)
+
+    def row_of(fs: MCItem) -> dict:
+        if id(fs) not in rows:
+            rows[id(fs)] = spec.harness_row_of(fs)
+        return rows[id(fs)]
+
     for item in eval_items:
         if extra:  # lm-eval compares the docs it read: the rows the backend writes for them
             row = spec.harness_row_of(item)
-            shots = [fs for fs in rnd.sample(pool, num_fewshot + 1) if spec.harness_row_of(fs) != row]
-            shots = shots[:num_fewshot]
+            shots = [fs for fs in rnd.sample(pool, num_fewshot + 1) if row_of(fs) != row][:num_fewshot]
             if len(shots) < num_fewshot:
-                shots = rnd.sample([fs for fs in pool if spec.harness_row_of(fs) != row], num_fewshot)
+                shots = rnd.sample([fs for fs in pool if row_of(fs) != row], num_fewshot)
         else:
             shots = rnd.sample(pool, num_fewshot) if num_fewshot else []
         parts = []
